@@ -1,0 +1,3 @@
+from actiontk.cli import main
+
+main()

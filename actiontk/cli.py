@@ -1,0 +1,150 @@
+"""The ``actiontk`` command line: an index of commands wired to the functions that do the work.
+
+Command bodies import their heavy dependencies (torch, h5py, decoders) themselves, so ``actiontk --help``
+stays instant. :func:`main` applies the project's error convention: a :class:`~actiontk.errors.UserError`
+becomes one line on stderr and exit code 2, a check that found problems exits 1, an interrupt exits 130,
+and anything else is an internal error — all without a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from actiontk import __version__
+
+app = typer.Typer(
+    name="actiontk",
+    help="Action recognition on cached deep features: joint attention (video) and attentional pooling (images).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+datasets_app = typer.Typer(help="List, check and generate datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+_state = {"debug": os.environ.get("ACTIONTK_DEBUG", "") not in ("", "0")}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"actiontk {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    if debug:
+        _state["debug"] = True
+
+
+# -- datasets -------------------------------------------------------------------------------------------
+
+Root = Annotated[Path, typer.Option("--root", help="The dataset's folder (see `actiontk datasets list`).")]
+Split = Annotated[int, typer.Option("--split", help="Official split number (1, 2 or 3).")]
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Show the supported datasets and where each expects its files."""
+    from actiontk.commands.datasets import list_datasets
+
+    list_datasets()
+
+
+@datasets_app.command("check")
+def datasets_check(
+    name: Annotated[str, typer.Argument(help="Dataset name: ucf101, hmdb51, toy or folder.")],
+    root: Root,
+    split: Split = 1,
+    decode: Annotated[bool, typer.Option("--decode", help="Also decode every listed video.")] = False,
+    backend: Annotated[str, typer.Option(help="Video decoder: decord, pyav, or module:Class.")] = "decord",
+    timeout: Annotated[float, typer.Option(help="Seconds allowed to decode one video.")] = 120.0,
+    workers: Annotated[int | None, typer.Option(help="Parallel decoders (default: CPU count).")] = None,
+) -> None:
+    """Compare the split lists with the files on disk; exit code 1 when problems are found."""
+    from actiontk.commands.datasets import check_dataset
+
+    check_dataset(name, root, split, decode=decode, backend=backend, timeout=timeout, workers=workers)
+
+
+@datasets_app.command("toy")
+def datasets_toy(
+    out: Annotated[Path, typer.Argument(help="Empty (or new) folder to write the dataset to.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    classes: Annotated[int, typer.Option(help="Number of motion classes.")] = 8,
+    groups: Annotated[int, typer.Option(help="Groups per class (multiple of 3, one third tested per split).")] = 6,
+    clips: Annotated[int, typer.Option(help="Clips per group.")] = 2,
+    frames: Annotated[int, typer.Option(help="Frames per video.")] = 36,
+    size: Annotated[int, typer.Option(help="Frame height and width in pixels (even).")] = 112,
+    workers: Annotated[int | None, typer.Option(help="Parallel encoder processes (default: CPU count).")] = None,
+) -> None:
+    """Generate the embedded toy action dataset (real MPEG-4 .avi videos in UCF101's layout)."""
+    from actiontk.commands.datasets import make_toy
+
+    make_toy(out, seed=seed, classes=classes, groups=groups, clips=clips, frames=frames, size=size,
+             workers=workers)
+
+
+# -- entry point ----------------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stdout.flush()
+    print(f"actiontk: error: {message}", file=sys.stderr)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (what :func:`main` exits with)."""
+    from actiontk.errors import ProblemsFound, UserError
+
+    # Typer >= 0.24 vendors its own click; older releases re-export click's classes. Reach the usage
+    # error classes through Typer's public BadParameter so both work.
+    bases = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+    usage_error, click_exception = bases["UsageError"], bases["ClickException"]
+
+    try:
+        result = app(args=argv, prog_name="actiontk", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except UserError as e:
+        if _state["debug"]:
+            raise
+        return _fail(str(e), e.exit_code)
+    except ProblemsFound as e:
+        if _state["debug"] and str(e):
+            print(f"actiontk: {e}", file=sys.stderr)
+        return e.exit_code
+    except usage_error as e:
+        hint = ""
+        if e.ctx is not None:
+            hint = f" (see `{e.ctx.command_path} --help`)"
+        return _fail(f"{e.format_message()}{hint}", 2)
+    except typer.Exit as e:
+        return e.exit_code
+    except click_exception as e:
+        return _fail(e.format_message(), e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        return _fail("interrupted; finished work is kept, run the same command again to resume", 130)
+    except Exception as e:  # a bug, not a user error
+        if _state["debug"]:
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The CLI's conventions: fast help, one-line errors with exit codes, tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actiontk import __version__
+from actiontk.cli import run
+from tests.conftest import write_lines
+
+HEAVY = ("torch", "torchvision", "h5py", "decord", "av", "sklearn", "matplotlib")
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actiontk", *args], capture_output=True, text=True, env=env)
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys\n"
+        "from actiontk.cli import run\n"
+        "for argv in (['--help'], ['datasets', '--help'], ['datasets', 'check', '--help']):\n"
+        "    assert run(argv) == 0\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_version(capsys):
+    assert run(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"actiontk {__version__}"
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("actiontk: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unknown_option_is_a_one_line_usage_error(capsys):
+    assert run(["datasets", "check", "ucf101", "--root", ".", "--bogus"]) == 2
+    assert "--bogus" in one_line_error(capsys)
+
+
+def test_missing_root_is_a_one_line_error(capsys, tmp_path: Path):
+    assert run(["datasets", "check", "ucf101", "--root", str(tmp_path / "nowhere")]) == 2
+    line = one_line_error(capsys)
+    assert "nowhere" in line and "--root" in line
+
+
+def test_bad_split_and_unknown_dataset(capsys, ucf_root: Path):
+    assert run(["datasets", "check", "ucf101", "--root", str(ucf_root), "--split", "4"]) == 2
+    assert "--split 1 / 2 / 3" in one_line_error(capsys)
+    assert run(["datasets", "check", "kinetics", "--root", str(ucf_root)]) == 2
+    assert "ucf101" in one_line_error(capsys)
+
+
+def test_unknown_backend_fails_before_work(capsys, ucf_root: Path):
+    assert run(["datasets", "check", "ucf101", "--root", str(ucf_root), "--decode", "--backend", "ffmpeg"]) == 2
+    assert "decord" in one_line_error(capsys)
+
+
+def test_check_clean_dataset(capsys, ucf_root: Path):
+    assert run(["datasets", "check", "ucf101", "--root", str(ucf_root)]) == 0
+    out = capsys.readouterr().out
+    assert "no problems found" in out and "ApplyEyeMakeup" in out
+
+
+def test_check_reports_missing_extra_and_malformed_with_exit_1(capsys, ucf_root: Path):
+    (ucf_root / "UCF-101" / "Run" / "v_Run_g02_c01.avi").unlink()
+    (ucf_root / "UCF-101" / "Run" / "v_Run_g07_c01.avi").write_bytes(b"x")
+    lists = ucf_root / "ucfTrainTestlist"
+    write_lines(lists / "testlist01.txt", (lists / "testlist01.txt").read_text().splitlines() + ["Run/[bold]x.avi 9"])
+    assert run(["datasets", "check", "ucf101", "--root", str(ucf_root)]) == 1
+    out = capsys.readouterr().out
+    assert "missing (1)" in out and "v_Run_g02_c01.avi" in out
+    assert "extra (1)" in out and "Run/v_Run_g07_c01.avi" in out
+    assert "label-mismatch (1)" in out and "Run/[bold]x.avi" in out  # rich markup in names is shown as text
+    assert "3 problem(s) found" in out
+
+
+def test_malformed_class_index_is_exit_2(capsys, ucf_root: Path):
+    write_lines(ucf_root / "ucfTrainTestlist" / "classInd.txt", ["1 A", "oops"])
+    assert run(["datasets", "check", "ucf101", "--root", str(ucf_root)]) == 2
+    assert "classInd.txt:2" in one_line_error(capsys)
+
+
+def test_datasets_list(capsys):
+    assert run(["datasets", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ucf101", "hmdb51", "toy", "folder", "testTrainMulti_7030_splits"):
+        assert name in out
+
+
+def test_subprocess_errors_and_debug_traceback(tmp_path: Path):
+    plain = cli("datasets", "check", "hmdb51", "--root", str(tmp_path))
+    assert plain.returncode == 2
+    assert plain.stderr.count("\n") == 1 and "testTrainMulti_7030_splits" in plain.stderr
+    debug = cli("--debug", "datasets", "check", "hmdb51", "--root", str(tmp_path))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "UserError" in debug.stderr
+
+
+@pytest.mark.parametrize("args", [["datasets", "toy", "--help"], ["datasets", "check", "--help"]])
+def test_subcommand_help(args: list[str], capsys):
+    assert run(args) == 0
+    assert "Usage" in capsys.readouterr().out
