@@ -61,7 +61,7 @@ def check(
 
 
 def _decode_all(report: CheckReport, *, backend, timeout, workers, progress) -> None:
-    from actiontk.video import DecodeError, SafeDecoder, announced_frames
+    from actiontk.video import DecodeError, SafeDecoder
 
     samples = report.index.videos()
     local = threading.local()
@@ -79,7 +79,7 @@ def _decode_all(report: CheckReport, *, backend, timeout, workers, progress) -> 
         except DecodeError as e:
             return sample, Problem("decode", f"{sample.rel}: {e.reason}", rel=sample.rel), None
         n = len(result.frames)
-        announced = announced_frames(sample.path)
+        announced = result.announced_frames  # read in the worker: a hanging file cannot block us here
         if announced is not None and n < announced:
             message = f"{sample.rel}: decoded {n} of the {announced} frames its container announces"
             return sample, Problem("truncated", message, rel=sample.rel), None

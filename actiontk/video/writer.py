@@ -7,14 +7,26 @@ from collections.abc import Iterable
 
 import numpy as np
 
-# codec -> (pixel format, encoder options). ffv1 and png are lossless in RGB, which the tests rely on to
-# check decoded values exactly; mpeg4 (in .avi) is what UCF101 and HMDB51 ship.
-CODECS: dict[str, tuple[str, dict[str, str]]] = {
-    "mpeg4": ("yuv420p", {"qscale": "3"}),
-    "ffv1": ("bgr0", {}),
-    "png": ("rgb24", {}),
-    "libx264": ("yuv420p", {"preset": "ultrafast", "crf": "18"}),
+# codec -> (pixel format, encoder options, fixed quantizer or None). ffv1 and png are lossless in RGB, which
+# the tests rely on to check decoded values exactly; mpeg4 (in .avi) is what UCF101 and HMDB51 ship.
+CODECS: dict[str, tuple[str, dict[str, str], int | None]] = {
+    "mpeg4": ("yuv420p", {}, 3),
+    "ffv1": ("bgr0", {}, None),
+    "png": ("rgb24", {}, None),
+    "libx264": ("yuv420p", {"preset": "ultrafast", "crf": "18"}, None),
 }
+FF_QP2LAMBDA = 118  # FFmpeg's quantizer-to-lambda factor: global_quality = q * FF_QP2LAMBDA
+
+
+def _set_quantizer(stream, q: int) -> None:
+    """Constant quantizer q (like ``ffmpeg -q:v q``). A plain "qscale" entry in ``stream.options`` is silently
+    ignored by the mpeg4 encoder, which then drifts to a low bit rate and visibly smears motion."""
+    ctx = stream.codec_context
+    if hasattr(ctx, "qscale"):
+        ctx.qscale = True
+        ctx.global_quality = q * FF_QP2LAMBDA
+    else:  # older PyAV: no qscale flag, ask for a generous bit rate instead
+        stream.bit_rate = 8 * stream.width * stream.height * int(stream.rate or 25) // q
 
 
 def write_video(
@@ -33,7 +45,7 @@ def write_video(
 
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
-    pix_fmt, options = CODECS[codec]
+    pix_fmt, options, quantizer = CODECS[codec]
     path = Path(path)
     tmp = path.with_name(path.name + ".incomplete" + path.suffix)
     n = 0
@@ -47,6 +59,8 @@ def write_video(
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = pix_fmt
                 stream.options = dict(options)
+                if quantizer is not None:
+                    _set_quantizer(stream, quantizer)
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(video_frame):
                 container.mux(packet)

@@ -1,0 +1,397 @@
+"""Video readers: one interface over decord and PyAV, with one error type for every decoding failure.
+
+Every reader streams a video as fixed-size chunks of uint8 RGB frames ``(n, H, W, 3)`` so that memory is
+bounded by the chunk size, not the video length. Whatever goes wrong inside a backend (a file that cannot
+be opened, a decoder exception mid-stream, a file that yields no frames at all) comes out as a
+:class:`DecodeError` naming the path, the backend and the reason, never as a backend-specific exception:
+callers such as the feature extractor only need to catch one type to skip or flag a video.
+
+Frame counts come from decoding (:meth:`VideoReader.count_frames`), because container metadata lies for
+truncated or re-muxed files; :func:`announced_frames` exposes that metadata separately so it can be
+compared against the decoded count.
+
+Backends are imported inside methods so that importing this module (and hence ``actiontk --help``) stays
+fast.
+
+These readers run in the calling process; a file that makes a backend hang (a FIFO, a broken network
+mount) hangs the caller. :class:`actiontk.video.worker.SafeDecoder` runs them in a killable process.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from pathlib import Path
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from actiontk.errors import UserError
+
+SizeArg = int | Sequence[int] | None  # None = native, int = shorter side, (H, W) = exact
+
+BACKENDS: tuple[str, ...] = ("decord", "pyav")
+
+# Backend error messages (decord's in particular) can carry a multi-line C++ stack trace; one line of
+# bounded length is enough to tell the user what happened and keeps reports readable.
+_MAX_REASON = 300
+
+
+class DecodeError(Exception):
+    """A video could not be decoded (fully) by a backend.
+
+    ``str(error)`` is one readable line: ``cannot decode PATH with BACKEND: REASON``.
+    """
+
+    def __init__(self, path: str | Path, backend: str, reason: str):
+        self.path = str(path)
+        self.backend = backend
+        self.reason = _one_line(reason) or "unknown error"
+        super().__init__(self.path, self.backend, self.reason)
+
+    def __str__(self) -> str:
+        return f"cannot decode {self.path} with {self.backend}: {self.reason}"
+
+    def __reduce__(self):
+        # Errors cross process boundaries (worker -> parent); rebuilding from the three fields keeps
+        # subclasses and attributes intact whatever Exception.__reduce__ would do with custom __init__s.
+        return (type(self), (self.path, self.backend, self.reason))
+
+
+class DecodeTimeout(DecodeError):
+    """Decoding took longer than the allowed time and was abandoned (the worker process was killed)."""
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+
+
+def exception_reason(exc: BaseException) -> str:
+    """A one-line description of a backend exception, naming its type (``RuntimeError: ...``)."""
+    message = _one_line(str(exc))
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument handling shared by readers and the worker
+
+
+def check_size(size: SizeArg) -> None | int | tuple[int, int]:
+    """Validate ``size`` and normalise it to None, an int, or an ``(H, W)`` tuple; ValueError if bad."""
+    if size is None:
+        return None
+    # bool is an int subclass; size=True is certainly a mistake.
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        if size < 1:
+            raise ValueError(f"size must be positive, got {size}")
+        return int(size)
+    if (
+        isinstance(size, (tuple, list))
+        and len(size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
+        return (int(size[0]), int(size[1]))
+    raise ValueError(f"size must be None, a positive int (shorter side) or (height, width), got {size!r}")
+
+
+def check_stride(stride: int) -> int:
+    if not isinstance(stride, (int, np.integer)) or isinstance(stride, bool) or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}")
+    return int(stride)
+
+
+def check_chunk(chunk: int) -> int:
+    if not isinstance(chunk, (int, np.integer)) or isinstance(chunk, bool) or chunk < 1:
+        raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    return int(chunk)
+
+
+def _even(x: float) -> int:
+    # Half-up rounding to an even number, at least 2: yuv420p encoders and many models need even sides.
+    return max(2, int(x / 2 + 0.5) * 2)
+
+
+def target_size(native: tuple[int, int], size: SizeArg) -> tuple[int, int]:
+    """The (H, W) a frame of native (H, W) is decoded to for a ``size`` argument (see VideoReader)."""
+    size = check_size(size)
+    h, w = native
+    if size is None:
+        return h, w
+    if isinstance(size, tuple):
+        return size
+    if h <= w:
+        return _even(size), _even(size * w / h)
+    return _even(size * h / w), _even(size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the interface
+
+
+class VideoReader(abc.ABC):
+    """Decodes a video file to uint8 RGB frames.
+
+    Subclasses implement :meth:`iter_frames` (one frame at a time); chunking, argument checking and the
+    translation of every failure into :class:`DecodeError` live here so all backends behave alike. A
+    plug-in reader (``get_reader("pkg.mod:Class")``) subclasses this and needs a no-argument constructor.
+
+    Arguments common to the methods:
+
+    * ``size``: None keeps the native size; an int resizes so the shorter side is that value, keeping the
+      aspect ratio, both sides rounded to even; an ``(H, W)`` tuple resizes to exactly that.
+    * ``stride``: keep frames 0, S, 2S, ... (S >= 1).
+    """
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def iter_frames(self, path: str, *, size: SizeArg = None, stride: int = 1) -> Iterator[np.ndarray]:
+        """Yield the kept frames one by one as uint8 (H, W, 3) arrays, all of the same shape.
+
+        May raise anything; :meth:`iter_chunks` wraps it into :class:`DecodeError`.
+        """
+
+    def iter_chunks(
+        self, path: str | Path, *, size: SizeArg = None, stride: int = 1, chunk: int = 32
+    ) -> Iterator[np.ndarray]:
+        """Yield uint8 arrays ``(n, H, W, 3)`` with ``1 <= n <= chunk``, holding one chunk at a time.
+
+        Raises ValueError for bad arguments (before touching the file) and :class:`DecodeError` for any
+        decoding failure, including a video that yields no frame at all.
+        """
+        size = check_size(size)
+        stride = check_stride(stride)
+        chunk = check_chunk(chunk)
+        path = str(path)
+        frames = self.iter_frames(path, size=size, stride=stride)
+        buf: np.ndarray | None = None
+        n = 0
+        total = 0
+        try:
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except DecodeError:
+                    raise
+                except Exception as exc:  # any backend failure becomes our one error type
+                    raise DecodeError(path, self.name, exception_reason(exc)) from exc
+                if buf is None:
+                    frame = _check_frame(path, self.name, frame, None)
+                    buf = np.empty((chunk, *frame.shape), dtype=np.uint8)
+                else:
+                    _check_frame(path, self.name, frame, buf.shape[1:])
+                buf[n] = frame
+                n += 1
+                total += 1
+                if n == chunk:
+                    yield buf
+                    # A fresh buffer per chunk: the consumer may keep the one it was given.
+                    buf = np.empty_like(buf)
+                    n = 0
+        finally:
+            frames.close()  # release the backend's file handle even if the consumer stops early
+        if total == 0:
+            raise DecodeError(path, self.name, "no frames decoded")
+        if n:
+            # Copy the partial tail so it does not pin a full chunk-sized buffer.
+            yield buf[:n].copy()
+
+    def read(self, path: str | Path, *, size: SizeArg = None, stride: int = 1) -> np.ndarray:
+        """All kept frames as one uint8 array (T, H, W, 3)."""
+        chunks = list(self.iter_chunks(path, size=size, stride=stride, chunk=256))
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def count_frames(self, path: str | Path) -> int:
+        """The number of frames the file really decodes to (not the container's claim)."""
+        return sum(len(c) for c in self.iter_chunks(path, chunk=64))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _check_frame(path: str, backend: str, frame: object, shape: tuple[int, ...] | None) -> np.ndarray:
+    # Guards against plug-in readers returning the wrong thing and against streams whose resolution
+    # changes mid-way, which would otherwise fail later with an unhelpful numpy broadcasting error.
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        desc = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise DecodeError(path, backend, f"reader produced {desc}, expected uint8 (H, W, 3)")
+    if shape is not None and frame.shape != tuple(shape):
+        raise DecodeError(path, backend, f"frame shape changed mid-stream from {tuple(shape)} to {frame.shape}")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------------------
+# backends
+
+
+class DecordReader(VideoReader):
+    """decord backend: fast, resizes inside the decoder, skips colour conversion for strided-out frames."""
+
+    name = "decord"
+
+    def _open(self, path: str, hw: tuple[int, int] | None):
+        import decord
+
+        try:
+            if hw is None:
+                return decord.VideoReader(path)
+            return decord.VideoReader(path, width=hw[1], height=hw[0])
+        except Exception as exc:
+            raise DecodeError(path, self.name, exception_reason(exc)) from exc
+
+    def iter_frames(self, path: str, *, size: SizeArg = None, stride: int = 1) -> Iterator[np.ndarray]:
+        size = check_size(size)
+        hw = size if isinstance(size, tuple) else None
+        vr = self._open(path, hw)
+        if isinstance(size, int):
+            # decord only resizes to an explicit (W, H) fixed at open time and has no public way to ask
+            # the native size, so decode the first frame natively, then reopen at the derived size.
+            try:
+                first = vr.next().asnumpy()
+            except StopIteration:
+                return  # no frames: iter_chunks reports it
+            del vr
+            wanted = target_size(first.shape[:2], size)
+            vr = self._open(path, wanted if wanted != first.shape[:2] else None)
+        while True:
+            try:
+                frame = vr.next()
+            except StopIteration:
+                return
+            yield frame.asnumpy()
+            if stride > 1:
+                # Skipped frames are still decoded (later frames depend on them) but not converted or
+                # resized. skip_frames is silent past the end; the next next() raises StopIteration.
+                vr.skip_frames(stride - 1)
+
+    def count_frames(self, path: str | Path) -> int:
+        # decord's skip_frames cannot be used for counting (it does not report the end of the stream),
+        # so frames are pulled one by one at native size.
+        path = str(path)
+        vr = self._open(path, None)
+        n = 0
+        try:
+            while True:
+                try:
+                    vr.next()
+                except StopIteration:
+                    break
+                n += 1
+        except DecodeError:
+            raise
+        except Exception as exc:
+            raise DecodeError(path, self.name, exception_reason(exc)) from exc
+        if n == 0:
+            raise DecodeError(path, self.name, "no frames decoded")
+        return n
+
+
+class PyAVReader(VideoReader):
+    """PyAV (FFmpeg) backend: slower than decord but more tolerant, used as the fallback."""
+
+    name = "pyav"
+
+    def _open(self, path: str):
+        import av
+
+        try:
+            container = av.open(path, metadata_errors="ignore")
+        except Exception as exc:
+            raise DecodeError(path, self.name, exception_reason(exc)) from exc
+        if not container.streams.video:
+            container.close()
+            raise DecodeError(path, self.name, "no video stream")
+        return container
+
+    def iter_frames(self, path: str, *, size: SizeArg = None, stride: int = 1) -> Iterator[np.ndarray]:
+        size = check_size(size)
+        container = self._open(path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame+slice threading; same output, faster on long videos
+            hw: tuple[int, int] | None = None
+            for i, frame in enumerate(container.decode(stream)):
+                if i % stride:
+                    continue  # decoded (unavoidable) but never converted to RGB
+                if hw is None:
+                    # Fix the output size from the first frame so a mid-stream resolution change still
+                    # yields uniformly shaped frames.
+                    hw = target_size((frame.height, frame.width), size)
+                yield frame.to_ndarray(format="rgb24", width=hw[1], height=hw[0])
+        finally:
+            container.close()
+
+    def count_frames(self, path: str | Path) -> int:
+        path = str(path)
+        container = self._open(path)
+        n = 0
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                n += 1
+        except Exception as exc:
+            raise DecodeError(path, self.name, exception_reason(exc)) from exc
+        finally:
+            container.close()
+        if n == 0:
+            raise DecodeError(path, self.name, "no frames decoded")
+        return n
+
+
+def announced_frames(path: str | Path) -> int | None:
+    """The frame count the container claims for its first video stream, or None when it does not say.
+
+    Used to flag truncated files (decoded count < announced count). Matroska, for instance, stores no
+    count. Raises :class:`DecodeError` when the file cannot be opened. Runs in the calling process: a
+    path that makes FFmpeg block (a FIFO) blocks here too; :class:`SafeDecoder` reports this number from
+    its worker instead.
+    """
+    container = PyAVReader()._open(str(path))
+    try:
+        frames = int(container.streams.video[0].frames or 0)
+    finally:
+        container.close()
+    return frames if frames > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# registry
+
+_BUILTIN: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
+
+
+def get_reader(name: str) -> VideoReader:
+    """A reader by name: ``"decord"``, ``"pyav"``, or ``"package.module:ClassName"`` for a user's own
+    :class:`VideoReader` subclass (instantiated without arguments). Unknown names raise UserError."""
+    if name in _BUILTIN:
+        return _BUILTIN[name]()
+    known = ", ".join(BACKENDS)
+    hint = f"use one of {known}, or 'package.module:ClassName' for your own VideoReader subclass"
+    if not isinstance(name, str) or ":" not in name:
+        raise UserError(f"unknown video backend {name!r}", hint=hint)
+    module_name, _, class_name = name.partition(":")
+    if not module_name or not class_name:
+        raise UserError(f"malformed video backend {name!r}", hint=hint)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(
+            f"cannot import module {module_name!r} for video backend {name!r}: {exc}", hint=hint
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, VideoReader)):
+        raise UserError(
+            f"unknown video backend {name!r}: {module_name} has no VideoReader subclass {class_name!r}",
+            hint=hint,
+        )
+    try:
+        reader = cls()
+    except Exception as exc:
+        raise UserError(f"cannot create video backend {name!r}: {exception_reason(exc)}") from exc
+    if not getattr(reader, "name", None) or reader.name == VideoReader.name:
+        # Results and errors are labelled with the reader's name; default to what the user typed.
+        reader.name = name
+    return reader
