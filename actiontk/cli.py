@@ -96,6 +96,52 @@ def datasets_toy(
              workers=workers)
 
 
+# -- stages ---------------------------------------------------------------------------------------------
+
+Cache = Annotated[Path | None, typer.Option("--cache", help="Cache root (default: $ACTIONTK_CACHE or ./cache).")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML preset to use instead of stages/DATASET.toml.")]
+
+
+@app.command()
+def extract(
+    dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder or images.")],
+    root: Annotated[Path, typer.Option("--root", help="The dataset's folder.")],
+    split: Split = 1,
+    backbone: Annotated[str | None, typer.Option(help="vgg16 or resnet101.")] = None,
+    layers: Annotated[list[str] | None, typer.Option(help="Layer to store (repeat or comma-separate).")] = None,
+    size: Annotated[int | None, typer.Option(help="Frames are resized and center-cropped to SIZE x SIZE.")] = None,
+    frame_stride: Annotated[int | None, typer.Option(help="Keep every S-th frame.")] = None,
+    grid: Annotated[int | None, typer.Option(help="Average-pool stored maps to G x G.")] = None,
+    weights: Annotated[str | None, typer.Option(help="imagenet, none, or PATH to a state dict.")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Frames per forward pass.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Primary decoder: decord or pyav.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds allowed to decode one video.")] = None,
+    videos_per_shard: Annotated[int | None, typer.Option(help="Videos per HDF5 shard.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first video that cannot be decoded.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try videos that failed before again.")] = False,
+    cache: Cache = None,
+    config: ConfigFile = None,
+) -> None:
+    """Extract per-frame CNN feature maps into the cache (resumable; shards by rank under torchrun)."""
+    from actiontk.commands.extract import run_extract
+
+    run_extract(dataset, root, split, cache=cache, config=config, strict=strict, retry_failed=retry_failed,
+                overrides=dict(backbone=backbone, layers=layers, size=size, frame_stride=frame_stride, grid=grid,
+                               weights=weights, precision=precision, device=device, batch_size=batch_size,
+                               workers=workers, backend=backend, timeout=timeout, videos_per_shard=videos_per_shard))
+
+
+@app.command()
+def status(cache: Cache = None) -> None:
+    """List the cached runs: what they hold, their state (complete / partial / running), size."""
+    from actiontk.commands.status import show_status
+
+    show_status(cache)
+
+
 # -- entry point ----------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from actiontk.errors import UserError
 VIDEO_EXTENSIONS = frozenset(
     {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp", ".ogv"}
 )
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLITS = (1, 2, 3)
 
 
@@ -108,7 +109,8 @@ class Dataset:
     name: ClassVar[str]
     title: ClassVar[str]
     layout: ClassVar[str]  # where the files go, shown by `actiontk datasets list`
-    has_splits: ClassVar[bool] = True
+    kind: ClassVar[str] = "video"  # "video" or "image": how extract reads the files
+    extensions: ClassVar[frozenset[str]] = VIDEO_EXTENSIONS
 
     def __init__(self, root: str | Path):
         root = Path(root).expanduser()
@@ -154,12 +156,12 @@ class Dataset:
         return path
 
     def disk_videos(self) -> dict[str, Path]:
-        """Every video file under ``<video_root>/<class>/``, keyed by its ``rel`` path."""
+        """Every video (or image) file under ``<video_root>/<class>/``, keyed by its ``rel`` path."""
         found: dict[str, Path] = {}
         root = self.video_root
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for f in sorted(class_dir.iterdir()):
-                if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS:
+                if f.is_file() and f.suffix.lower() in self.extensions:
                     found[f"{class_dir.name}/{f.name}"] = f
         return found
 

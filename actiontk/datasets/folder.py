@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from actiontk.datasets.base import SPLITS, Dataset, Sample, SplitIndex, read_lines, safe_rel
+from actiontk.datasets.base import IMAGE_EXTENSIONS, SPLITS, Dataset, Sample, SplitIndex, read_lines, safe_rel
 from actiontk.datasets.ucf101 import parse_entry
 from actiontk.errors import UserError
 
@@ -33,8 +33,8 @@ class FolderDataset(Dataset):
         classes = sorted({rel.split("/")[0] for rel in self.disk_videos()})
         if not classes:
             raise UserError(
-                f"no videos found in {self.root}/<class>/",
-                "put each class's videos in a sub-folder named after the class",
+                f"no {self.kind}s found in {self.root}/<class>/",
+                f"put each class's {self.kind}s in a sub-folder named after the class",
             )
         return classes
 
@@ -76,3 +76,13 @@ class FolderDataset(Dataset):
                 else:
                     idx.add(subset, rel, classes.index(cls), root=self.root, file=path, line=number)
         return idx
+
+
+class ImageFolderDataset(FolderDataset):
+    """Still images in the same layout: ``ROOT/<class>/<image>.jpg`` with optional train/test lists."""
+
+    name = "images"
+    title = "an image folder"
+    kind = "image"
+    extensions = IMAGE_EXTENSIONS
+    layout = "ROOT/<class>/<image>.jpg|png, optional ROOT/train.txt + ROOT/test.txt ('<class>/<image>' per line)"

@@ -1,0 +1,1 @@
+"""The pipeline stages, one module each: ``extract`` (more arrive with their issues)."""
