@@ -16,13 +16,13 @@ MAX_LISTED = 20  # problems shown per kind; the rest are counted
 
 
 def list_datasets() -> None:
-    from actiontk.datasets import VIDEO_DATASETS
+    from actiontk.datasets import DATASETS
 
     table = Table(title="Datasets", show_lines=True)
     table.add_column("name", style="bold")
     table.add_column("what")
     table.add_column("expected layout (--root ROOT)", overflow="fold")
-    for name, cls in VIDEO_DATASETS.items():
+    for name, cls in DATASETS.items():
         table.add_row(name, Text(cls.title), Text(cls.layout))
     Console().print(table)
     print("Details and exact file names: docs/datasets.md")
