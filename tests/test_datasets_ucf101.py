@@ -71,7 +71,7 @@ def test_each_malformed_train_line_is_reported_with_file_and_line(ucf_root: Path
     assert [(p.kind, p.file, p.line) for p in probs] == [(kind, path, 2)]
     with pytest.raises(UserError) as err:
         UCF101(ucf_root).load(1)
-    assert f"trainlist01.txt:2: " in str(err.value) and "datasets check ucf101" in str(err.value)
+    assert "trainlist01.txt:2: " in str(err.value) and "datasets check ucf101" in str(err.value)
 
 
 def test_duplicates_within_and_across_lists(ucf_root: Path):
