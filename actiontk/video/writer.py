@@ -39,7 +39,9 @@ def write_video(
     """Encode uint8 RGB frames of shape (H, W, 3) to ``path``; returns the number of frames written.
 
     The container is chosen by the file extension (``.avi``, ``.mkv``, ``.mp4``). H and W must be even for
-    the yuv420p codecs.
+    the yuv420p codecs. The encoder runs single-threaded: FFmpeg's mpeg4 encoder cuts each frame into one
+    slice per thread, so with its automatic thread count the bytes would depend on the machine's cores.
+    The file is written under a temporary name and renamed, so a killed writer leaves no truncated video.
     """
     import av  # heavy import kept local
 
@@ -59,6 +61,7 @@ def write_video(
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = pix_fmt
                 stream.options = dict(options)
+                stream.codec_context.thread_count = 1
                 if quantizer is not None:
                     _set_quantizer(stream, quantizer)
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
