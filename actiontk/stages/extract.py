@@ -439,7 +439,7 @@ def extract(
     backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    if precision != "fp32" and device.type == "cpu" and precision == "fp16":
+    if precision == "fp16" and device.type == "cpu":
         raise UserError("--precision fp16 needs a CUDA device", "use fp32 or bf16 on CPU")
 
     run = open_run(cache_root, STAGE, SCHEMA, key_config(cfg, precision),
@@ -453,6 +453,9 @@ def extract(
             atomic_write_json(run.path / "config.json", {"resolved": {**vars(cfg), "precision": precision},
                                                          "dataset": ds.name, "root": str(ds.root), "split": split})
         store.remove_incomplete(run.path, rank)
+        if rank == 0:  # leftovers of ranks that no longer exist (an earlier run with a larger world)
+            for r in _stale_ranks(run.path, world):
+                store.remove_incomplete(run.path, r)
         done = store.load_index(run.path)
         todo, cached, failed_before = [], 0, 0
         for s in samples:
@@ -464,6 +467,10 @@ def extract(
                 failed_before += 1
             else:
                 todo.append(s)
+        if dist is not None:
+            # every rank must partition the same todo list: none may finish a shard before all have read
+            # the index, or the partitions would shift and leave videos to nobody
+            dist.barrier()
         mine = todo[rank::world]
         shapes = {layer: (backbones.channels(cfg.backbone, layer), *_map_hw(backbones, cfg, layer))
                   for layer in cfg.layers}
@@ -474,8 +481,7 @@ def extract(
                 store.write_manifest(run.path)
             return ExtractResult(run, len(samples), cached, 0, {}, failed_before, 0, time.perf_counter() - t0)
 
-        if rank == 0:
-            _check_disk(run.path, todo, shapes, cfg, image)
+        _check_disk(run.path, todo, shapes, cfg, image)  # on every rank: a refusal on one alone would hang the rest
         log(f"extracting {len(todo)} of {len(samples)} {ds.kind}s ({cached} cached) with {cfg.backbone} "
             f"{'+'.join(cfg.layers)} at {cfg.size}px on {device} ({precision}) into {run.path}"
             + (f" — rank {rank}/{world}: {len(mine)}" if world > 1 else ""))
@@ -513,6 +519,16 @@ def extract(
 
 def _map_hw(backbones, cfg: ExtractConfig, layer: str) -> tuple[int, int]:
     return (cfg.grid, cfg.grid) if cfg.grid is not None else backbones.layer_map_size(cfg.backbone, layer, cfg.size)
+
+
+def _stale_ranks(run_dir: Path, world: int) -> set[int]:
+    ranks = set()
+    for p in store.shard_dir(run_dir).glob(f"*{store.INCOMPLETE}") if store.shard_dir(run_dir).is_dir() else []:
+        with contextlib.suppress(IndexError, ValueError):
+            r = int(p.name.split("-")[1].lstrip("r"))
+            if r >= world:
+                ranks.add(r)
+    return ranks
 
 
 def _init_distributed(world: int, device):
