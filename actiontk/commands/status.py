@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -10,34 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 
-def extract_state(run) -> dict:
-    """Counts and state of an extract run: done / failed / total over the videos its splits asked for."""
-    from actiontk.cache import features as store
-    from actiontk.stages.extract import TARGETS, lock_is_held
-
-    index = store.load_index(run.path)
-    try:
-        targets = json.loads((run.path / TARGETS).read_text())
-    except (OSError, ValueError):
-        targets = {}
-    wanted = set().union(*map(set, targets.values())) if targets else set(index.videos) | set(index.failed)
-    done = len(wanted & set(index.videos))
-    failed = len(wanted & set(index.failed))
-    incomplete = list(store.shard_dir(run.path).glob("*.incomplete")) if store.shard_dir(run.path).is_dir() else []
-    if lock_is_held(run.path):
-        state = "running"
-    elif done + failed == len(wanted) and not incomplete:
-        state = "complete"
-    else:
-        state = "partial"
-        if incomplete:
-            state += f" ({len(incomplete)} unfinished shard(s): rerun the same command to resume)"
-    return {"done": done, "failed": failed, "total": len(wanted), "state": state,
-            "splits": sorted(targets, key=int) if targets else []}
-
-
 def show_status(cache: Path | None) -> None:
     from actiontk.cache.runs import dir_size, human_bytes, list_runs, resolve_cache_root
+    from actiontk.stages.extract import extract_state
 
     root = resolve_cache_root(cache)
     runs = list_runs(root)

@@ -377,6 +377,30 @@ def lock_is_held(run_dir: Path) -> bool:
     return False
 
 
+def extract_state(run) -> dict:
+    """Counts and state of an extract run: done / failed / total over the videos its splits asked for."""
+    index = store.load_index(run.path)
+    try:
+        targets = json.loads((run.path / TARGETS).read_text())
+    except (OSError, ValueError):
+        targets = {}
+    wanted = set().union(*map(set, targets.values())) if targets else set(index.videos) | set(index.failed)
+    done = len(wanted & set(index.videos))
+    failed = len(wanted & set(index.failed))
+    incomplete = list(store.shard_dir(run.path).glob("*.incomplete")) if store.shard_dir(run.path).is_dir() else []
+    if lock_is_held(run.path):
+        state = "running"
+    elif done + failed == len(wanted) and not incomplete:
+        state = "complete"
+    else:
+        state = "partial"
+        if incomplete:
+            state += f" ({len(incomplete)} unfinished shard(s): rerun the same command to resume)"
+    return {"done": done, "failed": failed, "total": len(wanted), "state": state,
+            "splits": sorted(targets, key=int) if targets else []}
+
+
+
 def key_config(cfg: ExtractConfig, precision: str) -> dict[str, Any]:
     """The part of the config that changes the stored features (what the run key is computed from)."""
     from actiontk.models.backbones import backbone_identity

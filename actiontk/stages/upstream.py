@@ -1,0 +1,84 @@
+"""Finding the upstream run a stage reads: named explicitly, or the most recent compatible complete one.
+
+This is what lets ``actiontk train-lstm --fusion late`` run with no other argument: it takes the newest
+complete run of the stage before it (matching ``--dataset`` / ``--split`` when given) and says which.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from actiontk.cache.runs import Run, atomic_write_json, list_runs
+from actiontk.errors import UserError
+
+COMPLETE = "complete.json"  # written last by a stage that finished; holds its summary
+
+
+def mark_complete(run: Run, summary: dict) -> None:
+    atomic_write_json(run.path / COMPLETE, summary)
+
+
+def is_complete(run: Run) -> bool:
+    return (run.path / COMPLETE).is_file()
+
+
+def completion(run: Run) -> dict:
+    try:
+        return json.loads((run.path / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_dataset(run: Run) -> str | None:
+    return run.info.get("inputs", {}).get("dataset")
+
+
+def run_splits(run: Run) -> list[int]:
+    """The splits a run serves: an extract run every split it was asked for, a training run its own."""
+    inputs = run.info.get("inputs", {})
+    if "split" in inputs:
+        return [int(inputs["split"])]
+    try:
+        return sorted(int(k) for k in json.loads((run.path / "targets.json").read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | None,
+             complete: Callable[[Run], bool], next_step: str, log: Callable[[str], None]) -> tuple[Run, int]:
+    """The run of ``stage`` to read and the split to use.
+
+    ``run`` names one explicitly (its folder path or ``STAGE/KEY`` prefix); otherwise the newest complete
+    run matching ``dataset`` / ``split``. The split defaults to the newest the run serves.
+    """
+    candidates = list_runs(cache_root, stage)
+    if run is not None:
+        chosen = _by_name(cache_root, stage, run, candidates)
+    else:
+        matching = [r for r in candidates
+                    if (dataset is None or run_dataset(r) == dataset.lower())
+                    and (split is None or split in run_splits(r)) and complete(r)]
+        if not matching:
+            what = " ".join(x for x in (dataset, f"split {split}" if split else None) if x) or "any dataset"
+            raise UserError(f"no complete {stage} run for {what} in {cache_root}", f"run `{next_step}` first")
+        chosen = matching[0]
+    splits = run_splits(chosen)
+    use_split = split if split is not None else (splits[-1] if splits else 1)
+    if split is not None and splits and split not in splits:
+        raise UserError(f"{chosen.short} was made for split(s) {splits}, not split {split}",
+                        f"run `{next_step}` for split {split}")
+    if not complete(chosen):
+        raise UserError(f"{chosen.short} is not complete", f"finish it first: `{next_step}`")
+    log(f"using {stage} run {chosen.short} ({run_dataset(chosen)} split {use_split}, created "
+        f"{chosen.info.get('created', '?')[:19]})")
+    return chosen, use_split
+
+
+def _by_name(cache_root: Path, stage: str, name: str, candidates: list[Run]) -> Run:
+    path = Path(name)
+    for r in candidates:
+        if r.path == path.resolve() or r.path.name.startswith(path.name) or r.short == name:
+            return r
+    raise UserError(f"no {stage} run named {name!r} in {cache_root}", "`actiontk status` lists the runs")
