@@ -37,6 +37,7 @@ from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, open_run
 from actiontk.datasets import Dataset, Sample, get_dataset
 from actiontk.errors import UserError
+from actiontk.runtime import dist_info, resolve_device, resolve_precision
 
 SCHEMA = 1
 STAGE = "extract"
@@ -111,33 +112,6 @@ class ExtractResult:
     failed_before: int  # recorded as failed by an earlier invocation (not retried)
     frames: int
     seconds: float
-
-
-# -- devices and precision ------------------------------------------------------------------------------
-
-
-def resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown --device {name!r}", "use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu")
-    return device
-
-
-def resolve_precision(precision: str, device) -> str:
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        import torch
-
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
 
 
 # -- video/image sources --------------------------------------------------------------------------------
@@ -337,14 +311,6 @@ def _reorder(torch, x, parts, order):
 # -- the stage ------------------------------------------------------------------------------------------
 
 
-def _dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local world size) from torchrun's environment; (0, 1, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    return rank, world, local_world
-
-
 class _RankLock:
     """An exclusive lock per (run, rank): two processes never write shards of the same rank at once."""
 
@@ -461,14 +427,12 @@ def extract(
     samples = index.videos()
     image = ds.kind == "image"
     backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid)
-    device = resolve_device(cfg.device)
+    rank, world, local_rank, local_world = dist_info()
+    device = resolve_device(cfg.device, local_rank)
     precision = resolve_precision(cfg.precision, device)
-    if precision == "fp16" and device.type == "cpu":
-        raise UserError("--precision fp16 needs a CUDA device", "use fp32 or bf16 on CPU")
 
     run = open_run(cache_root, STAGE, SCHEMA, key_config(cfg, precision),
                    inputs={"dataset": ds.name, "root": str(ds.root), "kind": ds.kind})
-    rank, world, local_world = _dist_info()
     dist = _init_distributed(world, device)
     lock = _RankLock(run.path, rank)
     try:
