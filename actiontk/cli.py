@@ -134,6 +134,80 @@ def extract(
                                workers=workers, backend=backend, timeout=timeout, videos_per_shard=videos_per_shard))
 
 
+# options shared by the training stages (None = take the preset's value)
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Use runs of this dataset (default: newest).")]
+SplitOpt = Annotated[int | None, typer.Option("--split", help="Split (default: the upstream run's newest).")]
+Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Clips per batch.")]
+LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
+ClipLen = Annotated[int | None, typer.Option("--clip-len", help="L1: frames per clip.")]
+ClipStride = Annotated[int | None, typer.Option("--clip-stride", help="A clip starts every S frames.")]
+AttLambda = Annotated[float | None, typer.Option("--att-lambda", help="λ of the attention regularization (0: off).")]
+Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Workers = Annotated[int | None, typer.Option("--num-workers", help="DataLoader worker processes.")]
+Seed = Annotated[int | None, typer.Option(help="Random seed.")]
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the run's last checkpoint.")]
+
+
+@app.command("train-3d")
+def train_3d(
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    features: Annotated[str | None, typer.Option(help="Extract run to read (default: newest complete).")] = None,
+    attention_from: Annotated[str | None, typer.Option(help="train-lstm run whose attention regularizes.")] = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: LR = None,
+    clip_len: ClipLen = None,
+    clip_stride: ClipStride = None,
+    att_lambda: AttLambda = None,
+    device: Device = None,
+    num_workers: Workers = None,
+    seed: Seed = None,
+    resume: Resume = True,
+    cache: Cache = None,
+    config: ConfigFile = None,
+) -> None:
+    """Train the deeply supervised 3D convnet per feature level, then write the cubes for train-lstm."""
+    from actiontk.commands.train import run_train_3d
+
+    run_train_3d(dataset, split, features=features, attention_from=attention_from, resume=resume, cache=cache,
+                 config=config, overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr, clip_len=clip_len,
+                                               clip_stride=clip_stride, att_lambda=att_lambda, device=device,
+                                               num_workers=num_workers, seed=seed))
+
+
+@app.command("train-lstm")
+def train_lstm(
+    fusion: Annotated[str | None, typer.Option(help="early or late fusion.")] = None,
+    dataset: DatasetOpt = None,
+    split: SplitOpt = None,
+    cubes: Annotated[str | None, typer.Option(help="Cubes run to read (default: newest complete).")] = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: LR = None,
+    hidden: Annotated[int | None, typer.Option(help="LSTM units per layer.")] = None,
+    layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
+    clip_len: ClipLen = None,
+    clip_stride: ClipStride = None,
+    last: Annotated[int | None, typer.Option(help="L2: steps averaged for a clip's score.")] = None,
+    att_lambda: AttLambda = None,
+    device: Device = None,
+    num_workers: Workers = None,
+    seed: Seed = None,
+    resume: Resume = True,
+    cache: Cache = None,
+    config: ConfigFile = None,
+) -> None:
+    """Train the joint attention LSTM on the cubes and write test predictions and attention maps."""
+    from actiontk.commands.train import run_train_lstm
+
+    run_train_lstm(dataset, split, cubes=cubes, resume=resume, cache=cache, config=config,
+                   overrides=dict(fusion=fusion, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                                  layers=layers, clip_len=clip_len, clip_stride=clip_stride, last=last,
+                                  att_lambda=att_lambda, device=device, num_workers=num_workers, seed=seed))
+
+
 @app.command()
 def status(cache: Cache = None) -> None:
     """List the cached runs: what they hold, their state (complete / partial / running), size."""

@@ -1,0 +1,59 @@
+"""Pieces the training stages share: splitting a flat preset table into model and training configs, and
+the train/test videos of a split that an upstream feature run holds."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from actiontk.cache.features import FeatureReader
+from actiontk.config import load_preset, resolve
+from actiontk.datasets import get_dataset
+from actiontk.errors import UserError
+
+# TrainConfig fields that do not change what a run learns: left out of run keys, so that resuming on
+# another device or with more loader workers continues the same run.
+NON_KEY_TRAIN_FIELDS = ("num_workers", "device", "log_every")
+
+
+def resolve_stage_configs(dataset: str, section: str, model_cls: type, config_file: Path | None,
+                          overrides: dict[str, Any]):
+    """(model config, TrainConfig) from ``[section]`` of the dataset's preset plus the CLI overrides."""
+    from actiontk.train.engine import TrainConfig
+
+    preset, source = load_preset(dataset, config_file)
+    table = dict(preset.get(section, {}))
+    model_names = {f.name for f in dataclasses.fields(model_cls)}
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(table) - model_names - train_names)
+    if unknown:
+        raise UserError(f"{source}: [{section}] has unknown option(s) {', '.join(unknown)}",
+                        f"known: {', '.join(sorted(model_names | train_names))}")
+    where = f"{source} [{section}]" if source else "options"
+    model_cfg = resolve(model_cls, {k: v for k, v in table.items() if k in model_names},
+                        {k: v for k, v in overrides.items() if k in model_names}, source=where)
+    train_cfg = resolve(TrainConfig, {k: v for k, v in table.items() if k in train_names},
+                        {k: v for k, v in overrides.items() if k in train_names}, source=where)
+    return model_cfg, train_cfg
+
+
+def train_key(train_cfg) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in NON_KEY_TRAIN_FIELDS}
+
+
+def split_videos(dataset: str, root: str, split: int, reader: FeatureReader,
+                 log: Callable[[str], None]) -> tuple[list[str], list[tuple[str, int]], list[tuple[str, int]]]:
+    """(classes, train videos, test videos) of ``split`` that ``reader`` holds, as (rel, label) pairs."""
+    ds = get_dataset(dataset, root)
+    index = ds.load(split)
+    train = [(s.rel, s.label) for s in index.train if s.rel in reader]
+    test = [(s.rel, s.label) for s in index.test if s.rel in reader]
+    missing = len(index.train) + len(index.test) - len(train) - len(test)
+    if missing:
+        log(f"{missing} video(s) of split {split} have no features (failed to decode) and are left out")
+    if not train or not test:
+        raise UserError(f"split {split} of {dataset} has {len(train)} train and {len(test)} test videos with features",
+                        "check the extract run with `actiontk status`")
+    return index.classes, train, test

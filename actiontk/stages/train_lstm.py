@@ -1,0 +1,259 @@
+"""``actiontk train-lstm``: the joint attention LSTM over the cubes, then test-split predictions.
+
+Reads the cubes of a ``train-3d`` run (one input per feature level), trains the joint attention LSTM of
+:mod:`actiontk.models.joint_lstm` with early or late fusion on clips of ``clip_len`` steps (cross-entropy
+at every step, plus λ Σ_t Σ_i (E_{t,i} − att_{t,i})² with E the input cubes' channel energy, averaged
+over levels), and writes for the test split:
+
+- ``predictions.npz``: per clip its video, start and mean softmax over the last ``last`` (L2) steps; per
+  video its label, the majority vote over its clips (the paper's rule) and the argmax of the mean clip
+  score; the class names;
+- ``attention_samples.npz``: attention maps of a sample of test clips (for the report's figures);
+- ``attention/``: a feature run holding every video's per-frame attention (clips averaged where they
+  overlap), which ``train-3d --attention-from`` reads for the next round of the alternation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actiontk.cache import features as store
+from actiontk.cache.runs import Run, atomic_write_json, open_run
+from actiontk.errors import UserError
+from actiontk.stages import upstream
+from actiontk.stages.common import split_videos, train_key
+
+STAGE = "train-lstm"
+SCHEMA = 1
+
+
+@dataclass
+class TrainLSTMConfig:
+    """Model and clip options of ``train-lstm`` (training options are in :class:`TrainConfig`)."""
+
+    fusion: str = "early"
+    """early or late fusion of the levels in the candidate memory."""
+    hidden: int = 1024
+    """Units per LSTM layer (paper: 1024)."""
+    layers: int = 3
+    """Stacked layers; the first is the joint attention cell, the others standard LSTM layers (paper: 3)."""
+    dropout: float = 0.5
+    """Dropout between layers and before the classifier."""
+    pyramid: bool = True
+    """Spatial pyramid pooling (full map + 4 quadrants) of each input with the attention."""
+    clip_len: int = 30
+    """L1: steps per clip (paper: 30)."""
+    clip_stride: int = 15
+    """A clip starts every S frames."""
+    last: int = 16
+    """L2: a clip's score is the mean softmax over its last L2 steps (paper: 16)."""
+    att_lambda: float = 1000.0
+    """λ of the attention regularization toward the cubes' channel energy; 0 turns it off."""
+    attention_samples: int = 24
+    """Test clips whose attention maps are kept for the report."""
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("early", "late"):
+            raise UserError(f"--fusion must be early or late, got {self.fusion!r}")
+        for name in ("hidden", "layers", "clip_len", "clip_stride", "last"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.last > self.clip_len:
+            raise UserError(f"--last ({self.last}) cannot exceed --clip-len ({self.clip_len})")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.att_lambda < 0:
+            raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
+
+
+def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
+               cubes: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
+               console=None) -> Run:
+    from actiontk.data.clips import ClipDataset, collate_clips
+    from actiontk.models.joint_lstm import JointAttentionLSTM, JointLSTMConfig
+    from actiontk.train.engine import Trainer, seed_everything
+
+    up, split = upstream.pick_run(cache_root, "cubes", dataset=dataset, split=split, run=cubes,
+                                  complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
+    reader = store.FeatureReader(up.path)
+    shapes = reader.layers()
+    levels = list(shapes)
+    name, root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
+    classes, train_videos, test_videos = split_videos(name, root, split, reader, log)
+    run = open_run(cache_root, STAGE, SCHEMA, {"model": dataclasses.asdict(cfg), "train": train_key(tcfg)},
+                   upstream={"cubes": up.key}, inputs={"dataset": name, "root": root, "split": split})
+    if upstream.is_complete(run):
+        log(f"{run.short} is already complete (same config and inputs): nothing to do")
+        return run
+    seed_everything(tcfg.seed)  # same config, same initial weights
+    grids = {tuple(shapes[lv][1:]) for lv in levels}
+    if len(grids) != 1:
+        raise UserError(f"the cube levels have different map sizes {sorted(grids)}", "extract with --grid G")
+    model = JointAttentionLSTM(JointLSTMConfig(in_channels=[shapes[lv][0] for lv in levels], grid=grids.pop(),
+                                               hidden=cfg.hidden,
+                                               layers=cfg.layers, fusion=cfg.fusion, num_classes=len(classes),
+                                               dropout=cfg.dropout, pyramid=cfg.pyramid))
+    train_set = ClipDataset(reader, train_videos, levels, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
+    test_set = ClipDataset(reader, test_videos, levels, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
+    for ds_, what in ((train_set, "train"), (test_set, "test")):
+        if ds_.padded:
+            log(f"{len(ds_.padded)} {what} video(s) shorter than {cfg.clip_len} frames were padded by repeating "
+                "their last frame")
+    log(f"train-lstm ({cfg.fusion} fusion, {cfg.layers}x{cfg.hidden}) on {len(train_set)} train / {len(test_set)} "
+        f"test clips of {name} split {split} into {run.path}")
+    trainer = Trainer(model, train_set=train_set, val_set=test_set, collate=collate_clips, cfg=tcfg,
+                      run_dir=run.path, step=_step(cfg, levels), console=console)
+    history = trainer.fit(resume=resume)
+    if trainer.is_main:
+        net = model.module if hasattr(model, "module") else model
+        summary = write_predictions(net, cfg, levels, classes, train_set, test_set, run, device=trainer.device,
+                                    batch_size=tcfg.batch_size, log=log)
+        upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
+    return run
+
+
+def _inputs(batch: dict[str, Any], levels: list[str]):
+    return [batch["x"][lv] for lv in levels]  # K tensors (B, L, C, H, W)
+
+
+def _step(cfg: TrainLSTMConfig, levels: list[str]):
+    import torch.nn.functional as F
+
+    from actiontk.models.conv3d import attention_regularization, channel_energy
+    from actiontk.models.joint_lstm import clip_scores
+
+    def step(model, batch: dict[str, Any]):
+        xs = _inputs(batch, levels)
+        logits, att = model(xs)  # (B, L, K), (B, L, H*W)
+        y = batch["label"]
+        B, L, K = logits.shape
+        loss = F.cross_entropy(logits.reshape(B * L, K), y.repeat_interleave(L))  # every step, like the paper
+        metrics: dict[str, float] = {}
+        if cfg.att_lambda > 0:
+            energy = sum(channel_energy(x) for x in xs) / len(xs)  # (B, L, H*W), a constant target
+            reg = attention_regularization(energy.detach(), att, cfg.att_lambda)
+            loss = loss + reg
+            metrics["att_reg"] = float(reg.detach())
+        metrics["acc"] = float((clip_scores(logits, last=cfg.last).argmax(-1) == y).float().mean())
+        return loss, metrics
+
+    return step
+
+
+def vote(clip_preds: np.ndarray, clip_scores: np.ndarray, num_classes: int) -> int:
+    """Majority vote over a video's clip predictions; a tie goes to the tied class with the highest mean score."""
+    counts = np.bincount(clip_preds, minlength=num_classes)
+    tied = np.flatnonzero(counts == counts.max())
+    if len(tied) == 1:
+        return int(tied[0])
+    mean = clip_scores.mean(0)
+    return int(tied[np.argmax(mean[tied])])
+
+
+def write_predictions(model, cfg: TrainLSTMConfig, levels: list[str], classes: list[str], train_set, test_set,
+                      run: Run, *, device, batch_size: int, log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from actiontk.data.clips import collate_clips
+    from actiontk.models.joint_lstm import clip_scores
+
+    model.eval()
+    per_set = {}
+    with torch.inference_mode():
+        for what, ds in (("test", test_set), ("train", train_set)):
+            rows = {"video": [], "start": [], "scores": [], "att": []}
+            for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_clips):
+                xs = [x.to(device).float() for x in _inputs(batch, levels)]
+                logits, att = model(xs)
+                rows["video"].append(batch["video"].numpy())
+                rows["start"].append(batch["start"].numpy())
+                rows["scores"].append(clip_scores(logits, last=cfg.last).float().cpu().numpy())
+                rows["att"].append(att.float().cpu().numpy())  # (B, L, H*W)
+            per_set[what] = {k: np.concatenate(v) for k, v in rows.items()}
+
+    test = per_set["test"]
+    videos = test_set.videos  # [(rel, label)]
+    K = len(classes)
+    video_vote, video_mean = np.zeros(len(videos), np.int64), np.zeros(len(videos), np.int64)
+    video_scores = np.zeros((len(videos), K), np.float32)
+    for v in range(len(videos)):
+        mine = test["video"] == v
+        scores = test["scores"][mine]
+        video_scores[v] = scores.mean(0)
+        video_vote[v] = vote(scores.argmax(1), scores, K)
+        video_mean[v] = int(video_scores[v].argmax())
+    labels = np.array([lab for _, lab in videos], np.int64)
+    np.savez_compressed(
+        run.path / "predictions.npz", classes=np.array(classes), clip_video=test["video"], clip_start=test["start"],
+        clip_scores=test["scores"], video_rel=np.array([r for r, _ in videos]), video_label=labels,
+        video_vote=video_vote, video_mean=video_mean, video_scores=video_scores, last=cfg.last,
+        clip_len=cfg.clip_len,
+    )
+    _write_attention_samples(run, cfg, test, test_set, labels, video_vote)
+    _write_attention_run(run, per_set, train_set, test_set)
+    summary = {
+        "clip_accuracy": float((test["scores"].argmax(1) == labels[test["video"]]).mean()),
+        "video_accuracy_vote": float((video_vote == labels).mean()),
+        "video_accuracy_mean": float((video_mean == labels).mean()),
+        "test_videos": len(videos), "test_clips": len(test["video"]),
+    }
+    atomic_write_json(run.path / "summary.json", summary)
+    log(f"test accuracy: clip {summary['clip_accuracy']:.3f}, video (vote) {summary['video_accuracy_vote']:.3f}, "
+        f"video (mean score) {summary['video_accuracy_mean']:.3f} over {len(videos)} videos")
+    return summary
+
+
+def _grid(test_set) -> tuple[int, int]:
+    shape = test_set.reader.layers()[test_set.layers[0]]
+    return int(shape[1]), int(shape[2])
+
+
+def _write_attention_samples(run: Run, cfg: TrainLSTMConfig, test: dict, test_set, labels, video_vote) -> None:
+    n = len(test["video"])
+    pick = np.unique(np.linspace(0, n - 1, num=min(cfg.attention_samples, n)).round().astype(int))
+    H, W = _grid(test_set)
+    videos = test_set.videos
+    np.savez_compressed(
+        run.path / "attention_samples.npz",
+        rel=np.array([videos[test["video"][i]][0] for i in pick]), start=test["start"][pick],
+        label=labels[test["video"][pick]], pred=test["scores"][pick].argmax(1),
+        video_pred=video_vote[test["video"][pick]],
+        attention=test["att"][pick].reshape(len(pick), -1, H, W),  # (N, L, H, W)
+        clip_len=cfg.clip_len,
+    )
+
+
+def _write_attention_run(run: Run, per_set: dict, train_set, test_set) -> None:
+    """Every video's per-frame attention (overlapping clips averaged) as a feature store under run/attention."""
+    H, W = _grid(test_set)
+    target = run.path / "attention"
+    writer = store.ShardWriter(target, {"attention": (1, H, W)}, videos_per_shard=256, attrs={"run_key": run.key})
+    try:
+        for what, ds in (("train", train_set), ("test", test_set)):
+            rows = per_set[what]
+            for v, (rel, label) in enumerate(ds.videos):
+                T = ds.reader.num_frames(rel)
+                acc = np.zeros((max(T, 1), H * W), np.float64)
+                hits = np.zeros(max(T, 1))
+                for i in np.flatnonzero(rows["video"] == v):
+                    s = int(rows["start"][i])
+                    att = rows["att"][i][: max(0, T - s)]  # padded steps of short videos fall off the end
+                    acc[s:s + len(att)] += att
+                    hits[s:s + len(att)] += 1
+                acc[hits == 0] = 1.0 / (H * W)  # frames no clip covers: uniform
+                acc[hits > 0] /= hits[hits > 0, None]
+                slot = writer.start(rel, label=label)
+                slot.append({"attention": acc.reshape(-1, 1, H, W).astype(np.float16)})
+                slot.finish()
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    store.write_manifest(target)

@@ -1,0 +1,160 @@
+"""Tests for actiontk.models.conv3d: shapes, gradients, chunked cubes, deep supervision, energy and regularizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actiontk.models.conv3d import (
+    Conv3DConfig,
+    LevelConv3D,
+    MultiLevel3D,
+    attention_regularization,
+    channel_energy,
+    deep_supervision_loss,
+)
+
+B, T, C, K = 2, 6, 8, 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tensors are tiny: intra-op threads gain nothing, and on a busy machine every parallel region can wait
+    # for a time slice (the whole file ran 10x slower with 2 threads beside another job). Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+    return (a - b).abs().max().item()
+
+
+def tiny_level(in_channels: int = C, dropout: float = 0.5) -> LevelConv3D:
+    return LevelConv3D(Conv3DConfig(in_channels, K, channels=16, hidden=32, dropout=dropout))
+
+
+@pytest.mark.parametrize("hw", [(4, 4), (5, 5), (5, 4), (1, 5)])
+def test_level_shapes_no_nan_and_every_parameter_gets_a_gradient(hw: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    level = tiny_level()
+    x = torch.rand(B, T, C, *hw)
+    cube, logits = level(x)
+    assert cube.shape == (B, T, 16, *hw)
+    assert logits.shape == (B, K)
+    assert torch.isfinite(cube).all() and torch.isfinite(logits).all()
+    assert (cube >= 0).all(), "cubes are post-ReLU"
+    (F.cross_entropy(logits, torch.tensor([1, 3])) + cube.mean()).backward()
+    for name, p in level.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+def test_cubes_equal_the_forward_cube() -> None:
+    torch.manual_seed(0)
+    level = tiny_level().eval()
+    x = torch.rand(B, T, C, 4, 4)
+    torch.testing.assert_close(level.cubes(x), level(x)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 5, 10, 64])
+def test_chunked_cubes_equal_one_shot(chunk: int) -> None:
+    torch.manual_seed(0)
+    level = tiny_level().double().eval()
+    x = torch.rand(1, 11, C, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        full, chunked = level.cubes(x), level.cubes_chunked(x, chunk=chunk)
+    diff = max_diff(full, chunked)
+    assert diff < 1e-12, f"chunk {chunk}: max abs diff {diff:g}"
+
+
+def test_chunked_cubes_float32() -> None:
+    torch.manual_seed(0)
+    level = tiny_level().eval()
+    x = torch.rand(2, 9, C, 4, 4)
+    with torch.no_grad():
+        diff = max_diff(level.cubes(x), level.cubes_chunked(x, chunk=4))
+    assert diff < 1e-5, f"max abs diff {diff:g}"
+
+
+def test_bad_inputs_are_rejected() -> None:
+    level = tiny_level()
+    with pytest.raises(ValueError, match="B, T, C, H, W"):
+        level(torch.rand(T, C, 4, 4))
+    with pytest.raises(ValueError, match="chunk"):
+        level.cubes_chunked(torch.rand(1, T, C, 4, 4), chunk=0)
+    with pytest.raises(ValueError, match="dropout"):
+        Conv3DConfig(C, K, dropout=1.0)
+
+
+def test_multilevel_forward_and_loss() -> None:
+    torch.manual_seed(0)
+    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32)
+    xs = {"pool4": torch.rand(B, T, 8, 4, 4), "conv5_3": torch.rand(B, T, 6, 4, 4)}
+    cubes, logits = model(xs)
+    assert {k: tuple(v.shape) for k, v in cubes.items()} == {"pool4": (B, T, 16, 4, 4), "conv5_3": (B, T, 16, 4, 4)}
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {"pool4": (B, K), "conv5_3": (B, K)}
+    target = torch.tensor([0, 4])
+    expected = F.cross_entropy(logits["pool4"], target) + F.cross_entropy(logits["conv5_3"], target)
+    torch.testing.assert_close(model.loss(logits, target), expected)
+    torch.testing.assert_close(deep_supervision_loss(logits, target), expected)
+    with pytest.raises(KeyError, match="conv5_3"):
+        model({"pool4": xs["pool4"]})
+
+
+def test_deep_supervision_loss_decreases_when_overfitting_a_tiny_batch() -> None:
+    torch.manual_seed(0)
+    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32, dropout=0.0)
+    # Each clip gets its own per-channel offset, so that the head's spatio-temporal average can tell them apart.
+    levels = {"pool4": 8, "conv5_3": 6}
+    xs = {name: torch.randn(4, 1, c, 1, 1) + 0.3 * torch.randn(4, 4, c, 4, 4) for name, c in levels.items()}
+    target = torch.tensor([0, 1, 2, 3])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = model.loss(model(xs)[1], target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], f"losses {losses}"
+
+
+def test_channel_energy_is_a_distribution_per_frame() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(B, T, C, 5, 4)
+    e = channel_energy(x)
+    assert e.shape == (B, T, 20)
+    torch.testing.assert_close(e.sum(-1), torch.ones(B, T))
+    # Hand-computed on one frame: location i's channel sum over the frame's total.
+    s = x[1, 2].sum(0).flatten()  # (H*W,) row-major
+    torch.testing.assert_close(e[1, 2], s / s.sum())
+
+
+def test_channel_energy_handles_all_zero_frames() -> None:
+    x = torch.rand(1, 3, C, 2, 2)
+    x[0, 1] = 0.0
+    x.requires_grad_(True)
+    e = channel_energy(x)
+    assert torch.isfinite(e).all()
+    torch.testing.assert_close(e[0, 1], torch.full((4,), 0.25))
+    torch.testing.assert_close(e.sum(-1), torch.ones(1, 3))
+    (e * torch.arange(4.0)).sum().backward()
+    assert torch.isfinite(x.grad).all(), "a zero frame must not give NaN gradients"
+
+
+def test_attention_regularization() -> None:
+    torch.manual_seed(0)
+    e = channel_energy(torch.rand(B, T, C, 2, 2))
+    assert attention_regularization(e, e.clone(), lam=1000.0).item() == 0.0
+    att = torch.softmax(torch.randn(B, T, 4), -1)
+    # By hand: lam * sum over t and i of the squared differences, per video, then the mean over the batch.
+    per_video = [sum((e[b, t, i] - att[b, t, i]).item() ** 2 for t in range(T) for i in range(4)) for b in range(B)]
+    expected = 1000.0 * sum(per_video) / B
+    assert attention_regularization(e, att, lam=1000.0).item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        attention_regularization(e, att[:, :-1])

@@ -1,0 +1,112 @@
+"""train-3d and train-lstm end to end on a tiny toy cache: files, upstream selection, resume, predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actiontk.cache.features import FeatureReader
+from actiontk.cli import run as cli_run
+from actiontk.datasets.toy import ToyConfig, generate_toy
+from actiontk.stages.extract import ExtractConfig, extract
+from actiontk.stages.train_lstm import vote
+
+TINY = ToyConfig(classes=6, groups=3, clips=1, frames=12, size=32)
+FAST_3D = ["--epochs", "2", "--batch-size", "4", "--clip-len", "6", "--clip-stride", "3"]
+FAST_LSTM = ["--epochs", "2", "--batch-size", "4", "--clip-len", "6", "--clip-stride", "3", "--last", "3",
+             "--hidden", "16", "--layers", "2"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A toy dataset extracted at 32 px (2x2 maps) into a fresh cache."""
+    root = tmp_path_factory.mktemp("toy") / "toy"
+    generate_toy(root, TINY, workers=1)
+    cache = tmp_path_factory.mktemp("cache")
+    extract("toy", root, 1, ExtractConfig(size=32, weights="none", batch_size=16, workers=1), cache, log=lambda m: None)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def trained(cache: Path):
+    """train-3d then train-lstm, each with no upstream named: they pick the newest complete runs."""
+    assert cli_run(["train-3d", "--cache", str(cache), *FAST_3D]) == 0
+    assert cli_run(["train-lstm", "--fusion", "late", "--cache", str(cache), *FAST_LSTM]) == 0
+    return cache
+
+
+def only_run(cache: Path, stage: str) -> Path:
+    runs = [p for p in (cache / stage).iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_train_3d_writes_checkpoint_metrics_and_cubes(trained: Path):
+    run = only_run(trained, "train-3d")
+    for name in ("run.json", "checkpoint.pt", "metrics.jsonl", "complete.json"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert sorted((x["epoch"], x["split"]) for x in lines) == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
+    cubes = FeatureReader(only_run(trained, "cubes"))
+    assert len(cubes.videos()) == 18  # every video of split 1, train and test
+    assert cubes.layers() == {"pool4": (256, 2, 2), "conv5_3": (256, 2, 2)}
+    rel = cubes.videos()[0]
+    assert cubes.read(rel, "pool4").shape == (12, 256, 2, 2)
+    assert np.isfinite(cubes.read(rel, "conv5_3").astype(np.float32)).all()
+
+
+def test_train_lstm_writes_predictions(trained: Path):
+    run = only_run(trained, "train-lstm")
+    assert json.loads((run / "run.json").read_text())["config"]["model"]["fusion"] == "late"
+    p = np.load(run / "predictions.npz")
+    n_videos, k = len(p["video_rel"]), len(p["classes"])
+    assert n_videos == 6 and k == 6  # split 1 tests one group of each class
+    assert p["clip_scores"].shape == (len(p["clip_video"]), k)
+    np.testing.assert_allclose(p["clip_scores"].sum(1), 1.0, rtol=1e-4)
+    assert len(p["clip_video"]) == 6 * 3  # starts 0, 3, 6 in 12 frames with L = 6
+    for v in range(n_videos):
+        mine = p["clip_scores"][p["clip_video"] == v]
+        assert p["video_vote"][v] == vote(mine.argmax(1), mine, k)
+        assert p["video_mean"][v] == mine.mean(0).argmax()
+    a = np.load(run / "attention_samples.npz")
+    assert a["attention"].shape[1:] == (6, 2, 2)
+    np.testing.assert_allclose(a["attention"].reshape(len(a["rel"]), 6, -1).sum(-1), 1.0, rtol=1e-3)
+    att = FeatureReader(run / "attention")
+    assert len(att.videos()) == 18 and att.read(att.videos()[0], "attention").shape == (12, 1, 2, 2)
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["video_accuracy_vote"] <= 1.0
+
+
+def test_rerun_is_a_noop_and_the_alternation_runs(trained: Path, capsys):
+    before = (only_run(trained, "train-lstm") / "checkpoint.pt").stat().st_mtime_ns
+    assert cli_run(["train-lstm", "--fusion", "late", "--cache", str(trained), *FAST_LSTM]) == 0
+    assert (only_run(trained, "train-lstm") / "checkpoint.pt").stat().st_mtime_ns == before
+    # second round of the paper's alternation: train-3d regularized by the LSTM's attention
+    lstm = only_run(trained, "train-lstm")
+    assert cli_run(["train-3d", "--cache", str(trained), *FAST_3D, "--attention-from", str(lstm)]) == 0
+    runs = [p for p in (trained / "train-3d").iterdir() if p.is_dir()]
+    assert len(runs) == 2  # a new run: its upstream includes the attention run
+    lines = [json.loads(x) for p in runs for x in (p / "metrics.jsonl").read_text().splitlines()]
+    assert any("train_att_reg" in x or "att_reg" in x for x in lines)
+
+
+def test_vote_rule():
+    scores = np.array([[0.6, 0.4, 0.0], [0.1, 0.9, 0.0], [0.2, 0.3, 0.5]])
+    assert vote(np.array([0, 1, 2]), scores, 3) == 1  # three-way tie: highest mean score among the tied
+    assert vote(np.array([2, 2, 0]), scores, 3) == 2
+
+
+def test_no_upstream_is_a_clear_error(tmp_path: Path, capsys):
+    assert cli_run(["train-lstm", "--cache", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no complete cubes run" in err and "actiontk train-3d" in err
+    assert cli_run(["train-3d", "--cache", str(tmp_path)]) == 2
+    assert "actiontk extract" in capsys.readouterr().err
+
+
+def test_bad_fusion(cache: Path, capsys):
+    assert cli_run(["train-lstm", "--fusion", "middle", "--cache", str(cache)]) == 2
+    assert "--fusion must be early or late" in capsys.readouterr().err
