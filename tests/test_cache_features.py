@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import signal
 import subprocess
@@ -151,3 +152,30 @@ def test_run_keys(tmp_path: Path):
     r3 = open_run(tmp_path, "extract", 1, {"size": 128})
     assert r1.path == r2.path != r3.path and r1.key == r2.key
     assert open_run(tmp_path, "extract", 2, {"size": 112}).path != r1.path  # schema version is in the key
+
+
+def test_the_documented_plain_h5py_reader_works(tmp_path: Path):
+    """docs/cache-format.md shows how to read the cache without actiontk: run that very code."""
+    doc = (Path(__file__).parents[1] / "docs" / "cache-format.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(code, namespace)
+    write_videos(tmp_path, ["A/1.avi", "A/2.avi", "B/3.avi"])
+    write_videos(tmp_path, ["A/2.avi"])  # re-extracted: the newer shard must win
+    w = ShardWriter(tmp_path, SHAPES)
+    w.start("B/3.avi").fail("decoded nothing")  # a later failure supersedes the earlier entry
+    w.close()
+    reader = FeatureReader(tmp_path)
+    for rel in ("A/1.avi", "A/2.avi"):
+        for layer in SHAPES:
+            got = namespace["read_frames"](tmp_path, rel, layer, 1, 4)
+            np.testing.assert_array_equal(got, reader.read(rel, layer, 1, 4))
+    assert reader.index.videos["A/2.avi"]["shard"] == store_last_shard(tmp_path, "A/2.avi")
+    with pytest.raises(KeyError):
+        namespace["read_frames"](tmp_path, "B/3.avi", "pool4", 0, 1)
+
+
+def store_last_shard(run: Path, rel: str) -> str:
+    names = [s for s in sorted(p.name for p in shard_dir(run).glob("*.h5")) if rel in json.loads(
+        h5py.File(shard_dir(run) / s, "r")["index"][()])["videos"]]
+    return names[-1]
