@@ -70,3 +70,21 @@ def hmdb_root(tmp_path: Path) -> Path:
 def wide_console(monkeypatch):
     """Rich wraps at the terminal width; a wide one keeps paths on one line for the assertions."""
     monkeypatch.setenv("COLUMNS", "250")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy machine every parallel region can wait for a
+    time slice (the model tests ran 10x slower with 2 threads beside another job). Restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def max_diff(a, b) -> float:
+    """Largest absolute difference of two tensors of the same shape (printed by failing comparisons)."""
+    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+    return (a - b).abs().max().item()

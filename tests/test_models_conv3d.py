@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import max_diff
+
 from actiontk.models.conv3d import (
     Conv3DConfig,
     LevelConv3D,
@@ -18,19 +20,7 @@ from actiontk.models.conv3d import (
 B, T, C, K = 2, 6, 8, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a busy machine every parallel region can wait
-    # for a time slice (the whole file ran 10x slower with 2 threads beside another job). Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
-    return (a - b).abs().max().item()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_level(in_channels: int = C, dropout: float = 0.5) -> LevelConv3D:

@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import max_diff
+
 from actiontk.models.joint_lstm import (
     JointAttentionCell,
     JointAttentionLSTM,
@@ -23,19 +25,7 @@ B, T, HID, NCLS = 3, 6, 32, 5
 CHANNELS = [8, 6]  # two levels with different channel counts, so per-input blocks cannot be confused
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads gain nothing, and on a busy machine every parallel region can wait
-    # for a time slice (the whole file ran 10x slower with 2 threads beside another job). Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
-    return (a - b).abs().max().item()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_inputs(grid: tuple[int, int], channels=CHANNELS, dtype=torch.float32, steps: int = T) -> list[torch.Tensor]:
