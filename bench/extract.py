@@ -147,7 +147,7 @@ def work_backbone(spec: dict) -> dict:
                 forward(x)
             _sync(device)
         out[name] = {"fps": len(frames) / clock.wall, "seconds": clock.wall, "cores": clock.cores,
-                     "foreign": clock.foreign}
+                     "foreign": clock.foreign, "cpu_fps": len(frames) / (clock.cores * clock.wall)}
     return out
 
 
@@ -194,11 +194,14 @@ def work_pipeline(spec: dict) -> dict:
     from rich.console import Console
 
     ends: list[tuple[float, int]] = []
+    cpu_first: list[float] = []
     compute = stage._Batcher.compute
 
     def timed(self, parts):
         out = compute(self, parts)
         ends.append((time.perf_counter(), sum(len(f) for _, f in parts)))
+        if len(ends) == 1:
+            cpu_first.append(_own_cpu_seconds())
         return out
 
     stage._Batcher.compute = timed
@@ -209,6 +212,7 @@ def work_pipeline(spec: dict) -> dict:
         result = stage.extract("toy", Path(spec["root"]), 1, cfg, Path(cache), log=lambda m: None,
                                progress_console=Console(stderr=True))
         t_end = time.perf_counter()
+        cpu_end = _own_cpu_seconds()  # decoder processes have been joined: their CPU time is in
     import torch
 
     first_end, first_n = ends[0]
@@ -216,6 +220,9 @@ def work_pipeline(spec: dict) -> dict:
         "frames": result.frames, "videos": result.extracted, "failed": len(result.failed),
         "stage_fps": result.frames / clock.wall, "wall": clock.wall,
         "steady_fps": (result.frames - first_n) / (t_end - first_end) if len(ends) > 1 else float("nan"),
+        # frames per CPU-second (this process + decoders) in the steady state: the work done per frame,
+        # whatever share of the cores other processes left us
+        "steady_cpu_fps": (result.frames - first_n) / max(cpu_end - cpu_first[0], 1e-9) if ends else float("nan"),
         "first_batch_done_s": first_end - t0, "batches": len(ends),
         "partial_batches": sum(n < spec["batch_size"] for _, n in ends[:-1]),
         "cores": clock.cores, "foreign": clock.foreign, "threads": torch.get_num_threads(),
@@ -249,7 +256,8 @@ def work_naive(spec: dict) -> dict:
                         m.cpu()
                 n += 1
         _sync(device)
-    return {"fps": n / clock.wall, "frames": n, "wall": clock.wall, "cores": clock.cores, "foreign": clock.foreign}
+    return {"fps": n / clock.wall, "frames": n, "wall": clock.wall, "cores": clock.cores, "foreign": clock.foreign,
+            "cpu_fps": n / (clock.cores * clock.wall)}
 
 
 WORKERS = {"backbone": work_backbone, "decode": work_decode, "pipeline": work_pipeline, "naive": work_naive}
@@ -287,11 +295,21 @@ def _tree_rss(pid: int) -> tuple[int, int, int]:
         except (OSError, IndexError, ValueError):
             return 0
 
-    own, total, todo, count = rss(pid), 0, [pid], -1
+    def cmdline(p: int) -> bytes:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+    # a child that still has the parent's command line is a fork about to exec (multiprocessing's spawn):
+    # it briefly shares all of the parent's pages, which would count them twice
+    own, total, todo, count, me = rss(pid), 0, [pid], -1, cmdline(pid)
     while todo:
         p = todo.pop()
-        total += rss(p)
-        count += 1
+        if p == pid or cmdline(p) != me:
+            total += rss(p)
+            count += 1
         todo.extend(children.get(p, []))
     return own, total, count
 
@@ -422,6 +440,10 @@ def report(runs: dict[str, list[dict]], decode: dict, device_type: str) -> dict:
         per_repeat = [c / b for c, b in zip(b_steady, a, strict=True)]
         print(f"before: (c)/(a) steady state = {mbs / ma:.2f}   whole stage: {mbw / ma:.2f}   "
               f"per repeat (steady): [{_fmt(per_repeat)}]")
+    if a and c_steady:
+        cpu_a, cpu_c = med("backbone", "cpu_fps")[0], med("pipeline", "steady_cpu_fps")[0]
+        print(f"        per CPU-second: (a) {cpu_a:.2f}, (c) {cpu_c:.2f} frames -> {cpu_c / cpu_a:.2f} "
+              f"(the pipeline's extra work per frame, independent of the share of cores it got)")
     if d and c_steady:
         print(f"(c)/(d) steady state = {mcs / md:.2f}x  (goal >= 3x)    whole stage: {mcw / md:.2f}x")
     if d and b_steady:
@@ -497,6 +519,8 @@ def main() -> None:
                 else:
                     res = run_worker(kind, spec, args.verbose)
                 runs[kind].append(res)
+                if args.json:  # after every measurement: a killed run keeps what it measured
+                    args.json.write_text(json.dumps({**results, "runs": runs}, indent=2) + "\n")
                 fps = res["fp32"]["fps"] if kind == "backbone" else res["fps"] if kind == "naive" \
                     else res["steady_fps"]
                 print(f"  repeat {r + 1}: {kind:15s} {fps:7.2f} frames/s  (other processes: "
