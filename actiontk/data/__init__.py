@@ -2,6 +2,8 @@
 
 - :mod:`actiontk.data.clips`: fixed-length clips of consecutive frames over a feature cache run, the batch
   collation for them, and the deterministic epoch sampler the training engine shuffles with.
+- :mod:`actiontk.data.pose`: keypoint-heatmap targets for the GAP head's pose branch (MPII), and the
+  resize/crop/flip geometry they are drawn in.
 
 Nothing is imported here on purpose: torch takes seconds to import and the CLI imports stage modules only
 inside the commands that need them.

@@ -1,0 +1,259 @@
+"""Generalized attentional pooling (GAP): the classification head of the still-image method, on ResNet-101 maps.
+
+It follows DESIGN.md ("GAP head") and, for the rank-1 case and the pose branch, Girdhar & Ramanan, "Attentional
+pooling for action recognition" (NIPS 2017) and their reference code. docs/models.md ("GAP head") states the
+equations as implemented, the second-order pooling equivalence with its proof, and every interpretation.
+
+For feature maps X (B, f, H, W), n = H*W locations x_i in R^f, K classes:
+
+* top-down (class-specific):  t_k(x_i) = a_k^T drop(x_i) + alpha_k       one 1x1 conv f -> K
+* bottom-up (class-agnostic): h(x_i) = c^T phi_T(x_i) + beta, phi_0(x) = x, phi_j(x) = ReLU(W_j phi_{j-1}(x) + beta_j)
+* score_k = (1/n) sum_i t_k(x_i) h(x_i)
+
+``head`` picks the variant:
+
+* ``"mean"``: no bottom-up, score_k = (1/n) sum_i t_k(x_i) = a_k^T mean_i(x_i) + alpha_k, i.e. mean pooling then
+  a linear layer (the paper's ResNet-101 baseline);
+* ``"attn"``: rank-1 attentional pooling, h a single 1x1 conv f -> 1 (``depth`` T = 0);
+* ``"gap"``: T >= 0 hidden 1x1 convs of widths r_1 = ``width``, r_{i+1} = floor(r_i / 2), each followed by a
+  ReLU, then a final 1x1 conv r_T -> 1 with no activation. **The bottom-up stack therefore has T + 1 convs**, and
+  T = 0 is exactly the rank-1 head (same modules, same parameter names).
+
+With ``pose=True`` a pose branch (two 3x3 conv + ReLU layers, then a 1x1 regression of 16 keypoint heatmaps) runs
+on X, and by default (``pose_attention=True``) the bottom-up stack reads the pose branch's features instead of X:
+the pose-regularized attention of the reference, where the keypoint supervision shapes the attention map.
+
+What this module holds: :class:`GAPConfig`, :class:`GAPHead`, :class:`GAPOutput`, :func:`pose_loss`, and the
+second-order pooling form of the rank-1 head, :func:`second_order_pool` and :func:`second_order_scores`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+HEADS = ("mean", "attn", "gap")
+
+# DESIGN.md: "weight 1e-6 relative to cross-entropy (paper value; configurable)". The training stage multiplies
+# pose_loss by it; kept here so that the value and the loss's reduction (which gives it its meaning) sit together.
+PAPER_POSE_WEIGHT = 1e-6
+
+# The last bottom-up conv's bias starts at 1 (its weights start small and random, PyTorch's default): the
+# attention map starts close to 1 everywhere, so an untrained attn/gap head is close to the mean-pool baseline
+# and the top-down weights get the baseline's gradient from the first step instead of sitting near the saddle at
+# t = h = 0 of the product t * h.
+BOTTOMUP_BIAS_INIT = 1.0
+
+
+@dataclass
+class GAPConfig:
+    """Hyperparameters of the GAP head."""
+
+    in_channels: int  # f, channels of the feature maps (ResNet-101 layer4: 2048)
+    num_classes: int  # K (MPII: 393)
+    head: str = "gap"  # "mean" (baseline), "attn" (rank-1, T = 0) or "gap" (T hidden bottom-up layers)
+    # T, hidden bottom-up layers. None resolves to 3 for "gap" and 0 for "attn" and stays None for "mean"; "attn"
+    # accepts only 0 and "mean" only None.
+    depth: int | None = None
+    width: int = 4096  # r_1, width of the first hidden bottom-up layer; r_{i+1} = r_i // 2
+    # Drop rate on X before the top-down conv only (elementwise, like the reference's slim.dropout). 0.8 is the
+    # rank-1 reference's rate: the head is the only learnt part on cached maps and f*K weights face ~10k images.
+    dropout: float = 0.8
+    pose: bool = False  # add the keypoint-heatmap branch
+    pose_width: int = 768  # channels of the pose branch's two 3x3 convs (768: the reference's pose layer width)
+    joints: int = 16  # heatmap channels (MPII joint ids 0-15)
+    # With pose=True, the bottom-up stack reads the pose branch's features (pose-regularized attention) instead of
+    # X. Ignored without pose. On cached maps this is the only way the keypoint loss can affect the action scores.
+    pose_attention: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "width", "pose_width", "joints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GAPConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"GAPConfig.head must be one of {HEADS}, got {self.head!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GAPConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.head == "mean":
+            if self.depth is not None:
+                raise ValueError(f"GAPConfig.depth must be None for head 'mean' (no bottom-up), got {self.depth}")
+            return
+        if self.depth is None:
+            self.depth = 3 if self.head == "gap" else 0
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0:
+            raise ValueError(f"GAPConfig.depth must be an integer >= 0, got {self.depth!r}")
+        if self.head == "attn" and self.depth != 0:
+            raise ValueError(f"GAPConfig.depth must be 0 for head 'attn' (rank-1), got {self.depth}; use head 'gap'")
+        if self.depth > 0 and self.bottomup_widths[-1] < 1:
+            raise ValueError(
+                f"GAPConfig.width {self.width} is too small for depth {self.depth}: halving it {self.depth - 1} times "
+                f"gives {self.bottomup_widths[-1]} channels; use width >= {2 ** (self.depth - 1)}"
+            )
+
+    @property
+    def bottomup_widths(self) -> list[int]:
+        """Output channels of the hidden bottom-up convs, r_1..r_T (empty for T = 0 and for "mean")."""
+        if self.head == "mean" or not self.depth:
+            return []
+        return [self.width // 2**i for i in range(self.depth)]
+
+    @property
+    def bottomup_in_channels(self) -> int:
+        """Channels the bottom-up stack reads: the pose features with pose attention, else f."""
+        return self.pose_width if self.pose and self.pose_attention else self.in_channels
+
+
+@dataclass
+class GAPOutput:
+    """What :meth:`GAPHead.forward` returns (a dataclass, which DistributedDataParallel traverses)."""
+
+    logits: Tensor  # (B, K) class scores, before softmax
+    topdown: Tensor  # (B, K, H, W) t_k(x_i): per-location class scores (for "mean", the class activation maps)
+    bottomup: Tensor | None  # (B, H, W) h(x_i), the class-agnostic attention map; None for "mean"
+    heatmaps: Tensor | None  # (B, joints, H, W) regressed keypoint heatmaps; None without pose
+
+
+class GAPHead(nn.Module):
+    """Mean-pool, rank-1 attentional or generalized attentional pooling head on maps ``(B, f, H, W)``.
+
+    Modules: ``drop`` (dropout on X), ``topdown`` (1x1 conv f -> K), ``bottomup`` (``nn.Sequential`` of
+    T x [1x1 conv, ReLU] then a 1x1 conv to 1 channel; None for "mean"), and with ``pose``: ``pose_features``
+    (3x3 conv f -> p, ReLU, 3x3 conv p -> p, ReLU; padding 1) and ``pose_heatmaps`` (1x1 conv p -> joints, linear).
+    """
+
+    def __init__(self, config: GAPConfig) -> None:
+        super().__init__()
+        self.config = config
+        f, p = config.in_channels, config.pose_width
+        self.drop = nn.Dropout(config.dropout)
+        self.topdown = nn.Conv2d(f, config.num_classes, kernel_size=1)
+        self.bottomup: nn.Sequential | None = None
+        if config.head != "mean":
+            layers: list[nn.Module] = []
+            channels = config.bottomup_in_channels
+            for width in config.bottomup_widths:
+                layers += [nn.Conv2d(channels, width, kernel_size=1), nn.ReLU()]
+                channels = width
+            last = nn.Conv2d(channels, 1, kernel_size=1)
+            nn.init.constant_(last.bias, BOTTOMUP_BIAS_INIT)
+            self.bottomup = nn.Sequential(*layers, last)
+        self.pose_features: nn.Sequential | None = None
+        self.pose_heatmaps: nn.Conv2d | None = None
+        if config.pose:
+            self.pose_features = nn.Sequential(
+                nn.Conv2d(f, p, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(p, p, kernel_size=3, padding=1),
+                nn.ReLU(),
+            )
+            self.pose_heatmaps = nn.Conv2d(p, config.joints, kernel_size=1)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected feature maps (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
+            )
+
+    def _pose(self, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(pose features (B, p, H, W), heatmaps (B, joints, H, W)), or (None, None) without pose."""
+        if self.pose_features is None or self.pose_heatmaps is None:
+            return None, None
+        feats = self.pose_features(x)
+        return feats, self.pose_heatmaps(feats)
+
+    def _bottomup_input(self, x: Tensor, pose_feats: Tensor | None) -> Tensor:
+        # The bottom-up path sees X undropped, like the reference (its dropout sits on the top-down input only).
+        return pose_feats if (pose_feats is not None and self.config.pose_attention) else x
+
+    def forward(self, x: Tensor) -> GAPOutput:
+        """Maps ``(B, f, H, W)`` -> :class:`GAPOutput`."""
+        self._check(x)
+        pose_feats, heatmaps = self._pose(x)
+        topdown = self.topdown(self.drop(x))  # (B, K, H, W)
+        if self.bottomup is None:
+            return GAPOutput(topdown.mean(dim=(2, 3)), topdown, None, heatmaps)
+        bottomup = self.bottomup(self._bottomup_input(x, pose_feats)).squeeze(1)  # (B, H, W)
+        b, k, h, w = topdown.shape
+        # score_k = (1/n) sum_i t_k(x_i) h(x_i): a batched matrix-vector product over the n = H*W locations.
+        logits = torch.bmm(topdown.reshape(b, k, h * w), bottomup.reshape(b, h * w, 1)).squeeze(2) / (h * w)
+        return GAPOutput(logits, topdown, bottomup, heatmaps)
+
+    # -- the second-order pooling form (rank-1 heads) -------------------------------------------------------------
+
+    def rank1_factors(self) -> tuple[Tensor, Tensor]:
+        """The rank-1 head's factors with biases appended: ``(a~ (K, f+1), b~ (g+1,))``.
+
+        ``a~_k = [a_k; alpha_k]`` (top-down weights and bias), ``b~ = [b; beta]`` (bottom-up), g the bottom-up
+        input's channels (f, or the pose width with pose attention). The head's logits are then, in eval mode,
+        ``score_k = Tr(M W_k^T)`` with ``M = X~^T Z~ / n`` and ``W_k = a~_k b~^T`` (see :func:`second_order_scores`).
+        """
+        if self.bottomup is None or len(self.bottomup) != 1:
+            raise ValueError(
+                f"the second-order form exists for rank-1 heads only (head 'attn', or 'gap' with depth 0); this head "
+                f"is {self.config.head!r} with depth {self.config.depth}"
+            )
+        conv = self.bottomup[0]
+        a = torch.cat([self.topdown.weight.flatten(1), self.topdown.bias[:, None]], dim=1)  # (K, f+1)
+        b = torch.cat([conv.weight.flatten(), conv.bias])  # (g+1,)
+        return a, b
+
+    def second_order_logits(self, x: Tensor) -> Tensor:
+        """The rank-1 head's logits computed as second-order pooling, ``(B, f, H, W) -> (B, K)``.
+
+        Equal to ``forward(x).logits`` when dropout is inactive (eval mode, or ``dropout=0``). Forms the
+        ``(B, f+1, g+1)`` pooled matrix, so it is a reference and an explanation, not the fast path.
+        """
+        self._check(x)
+        a, b = self.rank1_factors()
+        pose_feats, _ = self._pose(x)
+        return second_order_scores(second_order_pool(x, self._bottomup_input(x, pose_feats)), a, b)
+
+
+def second_order_pool(x: Tensor, z: Tensor | None = None) -> Tensor:
+    """``M = X~^T Z~ / n`` for maps ``x (B, f, H, W)`` and ``z (B, g, H, W)`` (default ``x``): ``(B, f+1, g+1)``.
+
+    X~ is the (n, f+1) matrix of the n = H*W locations with a column of ones appended (it carries the biases),
+    likewise Z~. With z = x this is the (uncentred) second-order pooling of the map, X~^T X~ / n.
+    """
+    z = x if z is None else z
+    if x.dim() != 4 or z.dim() != 4 or x.shape[0] != z.shape[0] or x.shape[2:] != z.shape[2:]:
+        raise ValueError(f"maps {tuple(x.shape)} and {tuple(z.shape)} must be (B, C, H, W) on the same batch and grid")
+    b, _, h, w = x.shape
+    ones = x.new_ones(b, 1, h * w)
+    xt = torch.cat([x.flatten(2), ones], dim=1)  # (B, f+1, n)
+    zt = torch.cat([z.flatten(2), ones.to(z.dtype)], dim=1)  # (B, g+1, n)
+    return xt @ zt.transpose(1, 2) / (h * w)  # (B, f+1, g+1)
+
+
+def second_order_scores(pooled: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    """``score_k = Tr(M W_k^T)`` with the rank-1 ``W_k = a_k b^T``, for ``M (B, F, G)``, ``a (K, F)``, ``b (G,)``.
+
+    Computed as ``a_k^T M b`` (the same number: Tr(M b a_k^T) = a_k^T M b), without forming the K matrices W_k.
+    """
+    if pooled.dim() != 3 or a.dim() != 2 or b.dim() != 1 or pooled.shape[1:] != (a.shape[1], b.shape[0]):
+        raise ValueError(
+            f"expected M (B, F, G), a (K, F), b (G,); got {tuple(pooled.shape)}, {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    return (pooled @ b) @ a.T  # (B, F) @ (F, K) -> (B, K)
+
+
+def pose_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Masked l2 loss of keypoint heatmaps: ``(1/B) sum_b sum_j sum_{y,x} m_{b,j,y,x} (pred - target)^2``.
+
+    ``pred`` and ``target`` are ``(B, J, H, W)``; ``mask`` is ``(B, J)`` (per joint channel, broadcast over the
+    map) or ``(B, J, H, W)`` (per cell); non-zero / True means supervised. Summed over joints and cells (the squared
+    Frobenius norm of each image's heatmap error), averaged over the batch so that the weight does not depend on
+    the batch size. Masked entries contribute exactly zero to the value and to the gradient, whatever they hold
+    (even NaN or inf targets): they are selected away with ``torch.where``, not multiplied by zero.
+    """
+    if pred.shape != target.shape or pred.dim() != 4:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must both be (B, J, H, W)")
+    if mask.shape == pred.shape[:2]:
+        mask = mask[:, :, None, None]
+    elif mask.shape != pred.shape:
+        raise ValueError(f"mask {tuple(mask.shape)} must be (B, J) = {tuple(pred.shape[:2])} or (B, J, H, W)")
+    diff = torch.where(mask != 0, pred - target.to(pred.dtype), pred.new_zeros(()))
+    return diff.square().sum() / pred.shape[0]
