@@ -64,7 +64,7 @@ def datasets_list() -> None:
 
 @datasets_app.command("check")
 def datasets_check(
-    name: Annotated[str, typer.Argument(help="Dataset name: ucf101, hmdb51, toy or folder.")],
+    name: Annotated[str, typer.Argument(help="Dataset name: ucf101, hmdb51, toy, folder, images, mpii or toy-mpii.")],
     root: Root,
     split: Split = 1,
     decode: Annotated[bool, typer.Option("--decode", help="Also decode every listed video.")] = False,
@@ -96,6 +96,20 @@ def datasets_toy(
              workers=workers)
 
 
+@datasets_app.command("toy-mpii")
+def datasets_toy_mpii(
+    out: Annotated[Path, typer.Argument(help="Empty (or new) folder to write the dataset to.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
+    classes: Annotated[int, typer.Option(help="Number of pose classes (2-10).")] = 6,
+    per_class: Annotated[int, typer.Option("--per-class", help="Labelled images per class (a third in val).")] = 40,
+    size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 160,
+) -> None:
+    """Generate the toy still-image action dataset (stick figures) in MPII Human Pose's layout, .mat included."""
+    from actiontk.commands.datasets import make_toy_mpii
+
+    make_toy_mpii(out, seed=seed, classes=classes, per_class=per_class, size=size)
+
+
 # -- stages ---------------------------------------------------------------------------------------------
 
 Cache = Annotated[Path | None, typer.Option("--cache", help="Cache root (default: $ACTIONTK_CACHE or ./cache).")]
@@ -104,7 +118,7 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML preset t
 
 @app.command()
 def extract(
-    dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder or images.")],
+    dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder, images, mpii or toy-mpii.")],
     root: Annotated[Path, typer.Option("--root", help="The dataset's folder.")],
     split: Split = 1,
     backbone: Annotated[str | None, typer.Option(help="vgg16 or resnet101.")] = None,

@@ -1,4 +1,4 @@
-"""Bodies of ``actiontk datasets list | check | toy``."""
+"""Bodies of ``actiontk datasets list | check | toy | toy-mpii``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,8 @@ def check_dataset(
     console.print(table)
     if index.unused:
         console.print(f"{len(index.unused)} listed videos are marked unused (code 0) in this split.")
+    for remark in index.remarks:
+        console.print(Text(remark), soft_wrap=True)
     if decode:
         console.print(f"decoded {report.decoded} of {len(index.videos())} videos with {backend}"
                       f"{' (fallback to pyav where it failed)' if backend != 'pyav' else ''}")
@@ -122,3 +124,21 @@ def make_toy(out: Path, *, workers: int | None, **config) -> None:
     verb = "already there, reused" if info.get("reused") else "written"
     print(f"toy dataset {verb}: {out} ({info.get('videos', '?')} videos, {len(info.get('classes', []))} classes)")
     print(f"next: actiontk datasets check toy --root {out} --split 1 --decode")
+
+
+def make_toy_mpii(out: Path, **config) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
+
+    cfg = ToyMPIIConfig(**config)
+    with Progress(
+        TextColumn("generating toy MPII images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("toy-mpii", total=None)
+        info = generate_toy_mpii(out, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    verb = "already there, reused" if info.get("reused") else "written"
+    print(f"toy MPII dataset {verb}: {out} ({info.get('images', '?')} images: {info.get('labelled', '?')} labelled in "
+          f"{len(info.get('classes', []))} classes, {info.get('unlabelled', '?')} unlabelled)")
+    print(f"next: actiontk datasets check mpii --root {out}")

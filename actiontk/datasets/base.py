@@ -59,6 +59,7 @@ class SplitIndex:
     test: list[Sample] = field(default_factory=list)
     unused: list[Sample] = field(default_factory=list)  # listed but in neither subset (HMDB51 code 0)
     problems: list[Problem] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)  # facts for the check report that are not problems
     _seen: dict[str, str] = field(default_factory=dict, repr=False)  # rel -> 'file:line' of first listing
 
     def note(self, kind: str, message: str, file: Path, line: int, rel: str | None = None) -> None:
