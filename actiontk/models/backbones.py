@@ -70,6 +70,11 @@ class BackboneSpec:
     layers: dict[str, LayerSpec]
 
     @property
+    def batchnorm(self) -> bool:
+        """Whether the network has BatchNorm layers (random weights then get calibrated statistics)."""
+        return self.builder_name.startswith("resnet") or self.builder_name.endswith("_bn")
+
+    @property
     def builder(self) -> Callable[..., torch.nn.Module]:
         import torchvision.models
 
@@ -434,10 +439,38 @@ def weights_identity(name: str, weights: str | os.PathLike[str], *, seed: int = 
     if isinstance(weights, str) and weights == "imagenet":
         return spec.weights_name
     if isinstance(weights, str) and weights == "none":
-        return f"random(seed={seed})"
+        return _random_id(seed, spec.batchnorm)
     path = Path(os.fspath(weights)).expanduser()
     _check_weights_path(path)
     return "file:" + _sha256(path)
+
+
+def _random_id(seed: int, calibrated: bool) -> str:
+    return f"random(seed={seed},bn=calibrated)" if calibrated else f"random(seed={seed})"
+
+
+# Random weights of a network with BatchNorm: a freshly built BatchNorm has running statistics 0 / 1, so in eval
+# mode it normalizes nothing, and ResNet-101's 33 residual additions then grow activations by orders of magnitude
+# (layer4 overflows float16 at any input size). The statistics are instead measured once, in training mode, on a
+# fixed batch of seeded Gaussian images, which makes every BatchNorm a true normalization (unit-scale features):
+# deterministic per seed, data-independent, and irrelevant to loaded weights.
+_CALIBRATION_BATCH, _CALIBRATION_SIZE = 8, 64
+
+
+def _calibrate_batchnorm(model: torch.nn.Module) -> bool:
+    """Set the running statistics of every BatchNorm of a randomly initialized ``model``; False if it has none."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration pass: exactly the batch's statistics
+    x = torch.randn(_CALIBRATION_BATCH, 3, _CALIBRATION_SIZE, _CALIBRATION_SIZE)  # the caller seeded the RNG
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    return True
 
 
 def backbone_identity(name: str, layers: Sequence[str], weights: str | os.PathLike[str], size: int, *,
@@ -478,8 +511,9 @@ def build_backbone(name: str, layers: Sequence[str], weights: str | os.PathLike[
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = spec.builder(weights=None)
+            calibrated = _calibrate_batchnorm(model)
         body = create_feature_extractor(model.eval(), return_nodes=return_nodes)
-        return FeatureBackbone(spec, chosen, body, f"random(seed={seed})", imagenet=False)
+        return FeatureBackbone(spec, chosen, body, _random_id(seed, calibrated), imagenet=False)
 
     # Loaded weights: build on the meta device (no random init: VGG16's classifier alone takes seconds
     # and 500 MB), cut, then assign real tensors to what the cut network kept.

@@ -82,8 +82,9 @@ class ExtractConfig:
     """Seed of the random weights when weights = none."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, str):
-            self.layers = [x for x in self.layers.replace(",", " ").split() if x]
+        # "--layers a,b", "--layers a --layers b" and a TOML list all work
+        names = [self.layers] if isinstance(self.layers, str) else list(self.layers)
+        self.layers = [x for name in names for x in str(name).replace(",", " ").split() if x]
         checks = [
             (self.size >= 1, f"--size must be positive, got {self.size}"),
             (self.frame_stride >= 1, f"--frame-stride must be at least 1, got {self.frame_stride}"),
@@ -290,7 +291,13 @@ class _Batcher:
                 m = m.float()
                 if self.grid is not None:
                     m = torch.nn.functional.adaptive_avg_pool2d(m, self.grid)
-                result[layer] = m.to(torch.float16).contiguous().cpu().numpy()  # (B, C, h, w)
+                half = m.to(torch.float16)
+                if not bool(torch.isfinite(half).all()):
+                    biggest = float(m.abs().max())
+                    raise UserError(f"{layer} features do not fit in float16 (largest magnitude {biggest:.3g}, "
+                                    "the cache's storage type): the weights give values out of range",
+                                    "check the --weights file; the shards finished so far are kept")
+                result[layer] = half.contiguous().cpu().numpy()  # (B, C, h, w)
         return result
 
 
