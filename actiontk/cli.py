@@ -103,11 +103,14 @@ def datasets_toy_mpii(
     classes: Annotated[int, typer.Option(help="Number of pose classes (2-10).")] = 6,
     per_class: Annotated[int, typer.Option("--per-class", help="Labelled images per class (a third in val).")] = 40,
     size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 160,
+    difficulty: Annotated[str, typer.Option(
+        help="easy: one large centred figure on a smooth background (learnable from random ResNet features); "
+             "hard: a smaller figure anywhere among clutter and bystanders.")] = "easy",
 ) -> None:
     """Generate the toy still-image action dataset (stick figures) in MPII Human Pose's layout, .mat included."""
     from actiontk.commands.datasets import make_toy_mpii
 
-    make_toy_mpii(out, seed=seed, classes=classes, per_class=per_class, size=size)
+    make_toy_mpii(out, seed=seed, classes=classes, per_class=per_class, size=size, difficulty=difficulty)
 
 
 # -- stages ---------------------------------------------------------------------------------------------
@@ -220,6 +223,58 @@ def train_lstm(
                    overrides=dict(fusion=fusion, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
                                   layers=layers, clip_len=clip_len, clip_stride=clip_stride, last=last,
                                   att_lambda=att_lambda, device=device, num_workers=num_workers, seed=seed))
+
+
+@app.command("train-gap")
+def train_gap(
+    head: Annotated[str | None, typer.Option(help="mean (baseline), attn (rank-1) or gap.")] = None,
+    depth: Annotated[int | None, typer.Option(help="T: bottom-up layers of the gap head (default 3).")] = None,
+    pose: Annotated[bool | None, typer.Option("--pose/--no-pose", help="Pose-heatmap regression branch.")] = None,
+    pose_weight: Annotated[float | None, typer.Option("--pose-weight", help="Pose loss weight (paper: 1e-6).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Drop rate before the top-down conv.")] = None,
+    width: Annotated[int | None, typer.Option(help="r1: width of the first bottom-up layer.")] = None,
+    finetune: Annotated[bool | None, typer.Option("--finetune/--cached", help="End to end from the images, or on "
+                                                                              "cached maps.")] = None,
+    dataset: DatasetOpt = None,
+    root: Annotated[Path | None, typer.Option("--root", help="--finetune: the dataset's folder.")] = None,
+    features: Annotated[str | None, typer.Option(help="Extract run to read (default: newest image run).")] = None,
+    weights: Annotated[str | None, typer.Option(help="--finetune: imagenet, none or PATH.")] = None,
+    resize: Annotated[int | None, typer.Option(help="--finetune: shorter side before cropping.")] = None,
+    crop: Annotated[int | None, typer.Option(help="--finetune: square crop size.")] = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: LR = None,
+    device: Device = None,
+    num_workers: Workers = None,
+    seed: Seed = None,
+    resume: Resume = True,
+    cache: Cache = None,
+    config: ConfigFile = None,
+) -> None:
+    """Train the attentional pooling head (GAP, rank-1 or mean) on still images and write val predictions."""
+    from actiontk.commands.train import run_train_gap
+
+    run_train_gap(dataset, root=root, features=features, resume=resume, cache=cache, config=config,
+                  overrides=dict(head=head, depth=depth, pose=pose, pose_weight=pose_weight, dropout=dropout,
+                                 width=width, finetune=finetune, weights=weights, resize=resize, crop=crop,
+                                 epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                                 num_workers=num_workers, seed=seed))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str | None, typer.Argument(help="Training run: its folder or STAGE/KEY prefix (default: the "
+                                                   "newest with predictions).")] = None,
+    report: Annotated[list[str] | None, typer.Option("--report", help="html, json (to stdout) or md; repeat for "
+                                                                      "several.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the reports (default: RUN/report).")] = None,
+    open_report: Annotated[bool, typer.Option("--open", help="Open the HTML report in a browser.")] = False,
+    cache: Cache = None,
+) -> None:
+    """Metrics of a training run's test predictions (metrics.json in the run) and reports."""
+    from actiontk.commands.evaluate import run_evaluate
+
+    run_evaluate(run, reports=report, out=out, open_report=open_report, cache=cache)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Bodies of ``actiontk train-3d`` and ``actiontk train-lstm``: resolve configs, run the stage, report."""
+"""Bodies of ``actiontk train-3d``, ``train-lstm`` and ``train-gap``: resolve configs, run the stage, report."""
 
 from __future__ import annotations
 
@@ -51,3 +51,20 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, resume=resume,
                      log=lambda m: console.print(escape(m)), console=console)
     print(f"train-lstm run: {run.path}\npredictions: {run.path / 'predictions.npz'}")
+
+
+def run_train_gap(dataset: str | None, *, root: Path | None, features: str | None, resume: bool, cache: Path | None,
+                  config: Path | None, overrides: dict[str, Any]) -> None:
+    from actiontk.cache.runs import list_runs, resolve_cache_root
+    from actiontk.stages.common import resolve_stage_configs
+    from actiontk.stages.train_gap import IMAGE_DATASETS, TrainGAPConfig, train_gap
+
+    root_cache = resolve_cache_root(cache)
+    console = Console(stderr=True)
+    preset = dataset.lower() if dataset else next(
+        (r.info["inputs"]["dataset"] for r in list_runs(root_cache, "extract")
+         if r.info.get("inputs", {}).get("dataset") in IMAGE_DATASETS), "mpii")
+    cfg, tcfg = resolve_stage_configs(preset, "train-gap", TrainGAPConfig, config, overrides)
+    run = train_gap(cfg, tcfg, root_cache, dataset=dataset, root=root, features=features, resume=resume,
+                    log=lambda m: console.print(escape(m)), console=console)
+    print(f"train-gap run: {run.path}\npredictions: {run.path / 'predictions.npz'}\nnext: actiontk evaluate")

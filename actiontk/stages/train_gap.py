@@ -1,0 +1,452 @@
+"""``actiontk train-gap``: generalized attentional pooling (with pose regularization) on still images.
+
+Two modes, one head (:mod:`actiontk.models.gap`) and one training engine:
+
+- **cached** (default): the head is trained on the ResNet-101 ``layer4`` maps of an ``extract`` run of an
+  image dataset (``mpii``, ``toy-mpii``, ``images``); the backbone is frozen and never built. Pose targets
+  are drawn at the cached map size through the exact geometry of extract's preprocessing (shorter side
+  resized to S, centre S x S crop).
+- **--finetune**: end to end from the images, the backbone trainable (BatchNorm statistics frozen: the
+  batches are small), random ``crop`` x ``crop`` windows of the image resized to ``resize`` on its shorter
+  side, mirrored half the time (left/right joints swapped); the centre crop at test time. The reference's
+  sizes are 480 / 450 (15 x 15 ``layer4`` maps).
+
+The stage writes, for the test (MPII: val) split:
+
+- ``predictions.npz``: ``classes`` (K,), ``image_rel`` (N,), ``image_label`` (N,), ``image_scores`` (N, K)
+  softmax scores;
+- ``attention_samples.npz``: for a sample of test images ``rel``, ``label``, ``pred``, ``topdown`` (M, H, W)
+  (the predicted class's top-down map), ``bottomup`` (M, H, W) (all ones for the mean-pool head: mean
+  pooling is attention with a uniform map);
+- ``summary.json`` (accuracy, mAP) and, as every training stage, ``checkpoint.pt``, ``best.pt``,
+  ``metrics.jsonl`` and ``complete.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from actiontk.cache import features as store
+from actiontk.cache.runs import Run, atomic_write_json, open_run
+from actiontk.errors import UserError
+from actiontk.stages import upstream
+from actiontk.stages.common import train_key
+
+STAGE = "train-gap"
+SCHEMA = 2  # 2: inputs standardized per channel
+IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
+
+
+@dataclass
+class TrainGAPConfig:
+    """Head, pose and input options of ``train-gap`` (training options are in :class:`TrainConfig`)."""
+
+    head: str = "gap"
+    """mean (mean-pool + linear baseline), attn (rank-1 attentional pooling) or gap (T bottom-up layers)."""
+    depth: int | None = None
+    """T, hidden bottom-up 1x1 conv layers of the gap head (default 3; attn is T = 0)."""
+    width: int = 4096
+    """r1, width of the first bottom-up layer; each next one is half as wide (paper: 4096)."""
+    dropout: float = 0.8
+    """Drop rate on the maps before the top-down conv (the rank-1 reference: 0.8)."""
+    pose: bool = False
+    """Add the pose branch: keypoint heatmap regression (l2) that also feeds the bottom-up attention."""
+    pose_weight: float = 1e-6
+    """Weight of the pose loss relative to the cross-entropy (paper: 1e-6)."""
+    pose_width: int = 768
+    """Channels of the pose branch's two 3x3 convs."""
+    sigma: float = 1.0
+    """Standard deviation of a joint's Gaussian heatmap, in map cells."""
+    finetune: bool = False
+    """Train end to end from the images (backbone trainable) instead of on cached maps."""
+    backbone: str = "resnet101"
+    """--finetune: the backbone (the extract run's in cached mode)."""
+    layer: str = "layer4"
+    """The feature layer the head reads (cached mode: must be in the extract run)."""
+    weights: str = "imagenet"
+    """--finetune: initial backbone weights: imagenet, none (random, seeded) or a local state-dict path."""
+    resize: int = 480
+    """--finetune: the shorter image side before cropping (reference: 480)."""
+    crop: int = 450
+    """--finetune: the square crop fed to the network (reference: 450 -> 15x15 layer4 maps)."""
+    attention_samples: int = 24
+    """Test images whose attention maps are kept for the report."""
+
+    def __post_init__(self) -> None:
+        if self.head not in ("mean", "attn", "gap"):
+            raise UserError(f"--head must be mean, attn or gap, got {self.head!r}")
+        if self.depth is not None and self.head != "gap":
+            raise UserError(f"--depth applies to --head gap only (head {self.head!r})",
+                            "attn is the depth-0 head; mean has no bottom-up map")
+        if self.depth is not None and self.depth < 0:
+            raise UserError(f"--depth must be >= 0, got {self.depth}")
+        if self.depth is not None and self.depth > 0 and self.width >> (self.depth - 1) < 1:
+            raise UserError(f"--width {self.width} is too narrow for --depth {self.depth}: widths halve per layer")
+        for name in ("width", "pose_width", "resize", "crop"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.pose_weight < 0:
+            raise UserError(f"--pose-weight must be >= 0, got {self.pose_weight}")
+        if self.sigma <= 0:
+            raise UserError(f"--sigma must be positive, got {self.sigma}")
+        if self.crop > self.resize:
+            raise UserError(f"--crop ({self.crop}) cannot exceed --resize ({self.resize})")
+
+    def key(self) -> dict[str, Any]:
+        """What changes the trained model: finetune-only options do not key a cached-mode run."""
+        out = dataclasses.asdict(self)
+        if not self.finetune:
+            for name in ("backbone", "weights", "resize", "crop"):
+                out.pop(name)
+        return out
+
+
+# -- the items: image, label, pose targets -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    rel: str
+    path: Path
+    label: int
+    size: tuple[int, int]  # (H, W) of the original image
+    people: np.ndarray  # (P, 16, 3) continuous image coordinates [x, y, visible], NaN where absent
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:  # reads the header only
+        return im.height, im.width
+
+
+def load_items(dataset: str, root: str | Path, *, keep: Callable[[str], bool] = lambda rel: True,
+               need_pose: bool, log: Callable[[str], None]) -> tuple[list[str], list[Item], list[Item]]:
+    """(classes, train items, test items) of an image dataset's split 1, with each image's people."""
+    from actiontk.data.pose import from_pixel_indices
+    from actiontk.datasets import get_dataset
+
+    ds = get_dataset(dataset, root)
+    if getattr(ds, "kind", "video") != "image":
+        raise UserError(f"train-gap needs a still-image dataset, {dataset!r} holds videos",
+                        f"use one of: {', '.join(IMAGE_DATASETS)}")
+    index = ds.load(1)
+    annotations = ds.annotations() if hasattr(ds, "annotations") else None
+    if need_pose and annotations is None:
+        raise UserError(f"--pose needs keypoint annotations, which the {dataset!r} dataset does not have",
+                        "use --no-pose, or an MPII-layout dataset (mpii, toy-mpii)")
+
+    def items(samples) -> list[Item]:
+        out = []
+        for s in samples:
+            if not keep(s.rel):
+                continue
+            people = np.zeros((0, 16, 3))
+            if annotations is not None:
+                people = from_pixel_indices(annotations[s.rel].keypoints(), base=1)
+            out.append(Item(s.rel, s.path, s.label, _image_size(s.path), people))
+        return out
+
+    train, test = items(index.train), items(index.test)
+    left_out = len(index.train) + len(index.test) - len(train) - len(test)
+    if left_out:
+        log(f"{left_out} image(s) of the split have no cached features (unreadable at extract) and are left out")
+    if not train or not test:
+        raise UserError(f"{dataset} has {len(train)} train and {len(test)} test images to use",
+                        "check the dataset with `actiontk datasets check` and the extract run with `actiontk status`")
+    return index.classes, train, test
+
+
+class CachedMaps:
+    """Cached ``layer`` maps of images as training items: ``{"x", "label", "heatmap", "mask"}``."""
+
+    def __init__(self, reader: store.FeatureReader, items: list[Item], layer: str, input_size: int, sigma: float,
+                 stride: int):
+        from actiontk.data.pose import center_crop_transform, keypoints_to_heatmaps
+
+        self.reader, self.items, self.layer = reader, items, layer
+        _, h, w = reader.layers()[layer]
+        self.map_size = (int(h), int(w))
+        self.heatmaps = np.zeros((len(items), 16, h, w), np.float32)
+        self.masks = np.zeros((len(items), 16), bool)
+        for i, it in enumerate(items):
+            t = center_crop_transform(it.size, input_size)
+            self.heatmaps[i], self.masks[i] = keypoints_to_heatmaps(it.people, t, self.map_size, sigma, stride=stride)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        x = self.reader.read(self.items[i].rel, self.layer)[0]  # (C, h, w) float16
+        return {"x": torch.from_numpy(x.astype(np.float32)), "label": self.items[i].label,
+                "heatmap": torch.from_numpy(self.heatmaps[i]), "mask": torch.from_numpy(self.masks[i]), "index": i}
+
+
+class ImageCrops:
+    """Images as training items for ``--finetune``: a random (``train``) or centre crop, with pose targets."""
+
+    def __init__(self, items: list[Item], *, resize: int, crop: int, map_size: tuple[int, int], sigma: float,
+                 stride: int, train: bool, seed: int):
+        self.items, self.resize, self.crop, self.map_size = items, resize, crop, map_size
+        self.sigma, self.stride, self.train, self.seed = sigma, stride, train, seed
+        self.epoch = 0  # set by the caller's sampler through set_epoch; makes crops depend on (seed, epoch, i)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+        import torchvision.transforms.functional as TF
+        from PIL import Image
+
+        from actiontk.data.pose import center_crop_transform, keypoints_to_heatmaps, random_crop_transform
+        from actiontk.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+        it = self.items[i]
+        if self.train:
+            import torch.utils.data as tud
+
+            info = tud.get_worker_info()
+            # A fresh stream per (seed, item, draw): a worker's base seed (epoch-dependent) or torch's RNG.
+            draw = info.seed if info is not None else int(torch.randint(0, 2**62, ()).item())
+            rng = np.random.default_rng([self.seed, i, draw % 2**62])
+            t = random_crop_transform(it.size, self.resize, self.crop, rng)
+        else:
+            t = center_crop_transform(it.size, self.resize, self.crop)
+        with Image.open(it.path) as im:
+            img = t.apply_image(im.convert("RGB"))
+        x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
+        heat, mask = keypoints_to_heatmaps(it.people, t, self.map_size, self.sigma, stride=self.stride)
+        return {"x": x, "label": it.label, "heatmap": torch.from_numpy(heat), "mask": torch.from_numpy(mask),
+                "index": i}
+
+
+STATS_IMAGES = 2000  # images whose maps give the input standardization (evenly spaced over the training set)
+
+
+def _make_net(head, body=None, layer: str | None = None):
+    """[backbone (trainable, BatchNorm frozen) ->] per-channel standardization -> head.
+
+    The standardization is a fixed affine map with statistics measured on the training maps before training
+    (:func:`fit_standardization`), stored as buffers so that checkpoints carry them. It is our addition: the
+    head's score is a product of two linear maps of X, so its scale is the square of the maps'; standardized
+    inputs make one learning rate and initialization work whatever the backbone's feature scale (ImageNet
+    ResNet-101 layer4 means are ~0.5, randomly initialized ones ~10).
+    """
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.head = body, head
+            channels = head.config.in_channels
+            self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+            self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if self.body is not None:
+                for m in self.body.modules():  # batch statistics of a few images would wreck pretrained BN
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+            return self
+
+        def features(self, x):
+            return self.body(x)[layer] if self.body is not None else x
+
+        def forward(self, x):
+            return self.head((self.features(x) - self.mean) / self.std)
+
+    return Net()
+
+
+def fit_standardization(net, dataset, *, device, batch_size: int) -> None:
+    """Set ``net``'s per-channel mean and std from (a spread-out sample of) ``dataset``'s inputs."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset)
+    pick = np.unique(np.linspace(0, n - 1, num=min(n, STATS_IMAGES)).round().astype(int)).tolist()
+    total, sq, count = 0.0, 0.0, 0
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for batch in DataLoader(Subset(dataset, pick), batch_size=batch_size, shuffle=False):
+            f = net.features(batch["x"].to(device).float()).double()  # (B, C, h, w)
+            total = total + f.sum(dim=(0, 2, 3))
+            sq = sq + f.square().sum(dim=(0, 2, 3))
+            count += f.shape[0] * f.shape[2] * f.shape[3]
+    mean = total / count
+    std = (sq / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))  # dead channels: 1
+    net.mean.copy_(mean.float().view(1, -1, 1, 1))
+    net.std.copy_(std.float().view(1, -1, 1, 1))
+    net.train(was_training)
+
+
+# -- the stage ------------------------------------------------------------------------------------------------
+
+
+def _is_image_extract(run: Run) -> bool:
+    from actiontk.stages.train_3d import extract_complete
+
+    return upstream.run_dataset(run) in IMAGE_DATASETS and extract_complete(run)
+
+
+def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | None = None, root: Path | None = None,
+              features: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
+              console=None) -> Run:
+    from actiontk.models.backbones import channels, layer_map_size
+    from actiontk.models.gap import GAPConfig, GAPHead
+    from actiontk.train.engine import Trainer, seed_everything
+
+    if dataset is not None and dataset.lower() not in IMAGE_DATASETS:
+        raise UserError(f"train-gap works on still-image datasets, not {dataset!r}",
+                        f"use one of: {', '.join(IMAGE_DATASETS)}")
+    up = None
+    if cfg.finetune:
+        if root is None or dataset is None:
+            raise UserError("--finetune reads the images: it needs --dataset and --root",
+                            "e.g. actiontk train-gap --finetune --dataset mpii --root DIR")
+        name, data_root = dataset.lower(), str(Path(root).expanduser().resolve())
+        upstream_keys: dict[str, str] = {}
+    else:
+        if root is not None:
+            log("--root is only read with --finetune; cached mode uses the extract run's dataset root")
+        up, _ = upstream.pick_run(cache_root, "extract", dataset=dataset, split=None, run=features,
+                                  complete=_is_image_extract,
+                                  next_step=f"actiontk extract {dataset or 'mpii'} --root DIR --backbone resnet101",
+                                  log=log)
+        name, data_root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
+        upstream_keys = {"extract": up.key}
+
+    run = open_run(cache_root, STAGE, SCHEMA, {"model": cfg.key(), "train": train_key(tcfg)}, upstream=upstream_keys,
+                   inputs={"dataset": name, "root": data_root, "split": 1})
+    if upstream.is_complete(run):
+        log(f"{run.short} is already complete (same config and inputs): nothing to do")
+        return run
+
+    if cfg.finetune:
+        classes, train_items, test_items = load_items(name, data_root, need_pose=cfg.pose, log=log)
+        f = channels(cfg.backbone, cfg.layer)
+        map_size = layer_map_size(cfg.backbone, cfg.layer, cfg.crop)
+        if min(map_size) < 1:
+            raise UserError(f"--crop {cfg.crop} is too small for {cfg.backbone} {cfg.layer}", "use a larger --crop")
+    else:
+        reader = store.FeatureReader(up.path)
+        shapes = reader.layers()
+        if cfg.layer not in shapes:
+            raise UserError(f"{up.short} holds {', '.join(shapes)}, not {cfg.layer}",
+                            f"extract with --layers {cfg.layer}, or pass --layer {next(iter(shapes))}")
+        classes, train_items, test_items = load_items(name, data_root, keep=lambda rel: rel in reader,
+                                                      need_pose=cfg.pose, log=log)
+        f = int(shapes[cfg.layer][0])
+        bb = up.info["config"]["backbone"]
+        input_size = int(bb["size"])
+        stride = 32 if cfg.layer == "layer4" else max(1, input_size // int(shapes[cfg.layer][2]))
+
+    seed_everything(tcfg.seed)  # same config, same initial weights
+    head = GAPHead(GAPConfig(in_channels=f, num_classes=len(classes), head=cfg.head, depth=cfg.depth,
+                             width=cfg.width, dropout=cfg.dropout, pose=cfg.pose, pose_width=cfg.pose_width))
+    if cfg.finetune:
+        from actiontk.models.backbones import build_backbone
+
+        fb = build_backbone(cfg.backbone, [cfg.layer], cfg.weights, seed=tcfg.seed)
+        fb.body.requires_grad_(True)
+        model, stride = _make_net(head, fb.body, cfg.layer), fb.strides[cfg.layer]
+        train_set = ImageCrops(train_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
+                               stride=stride, train=True, seed=tcfg.seed)
+        test_set = ImageCrops(test_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
+                              stride=stride, train=False, seed=tcfg.seed)
+    else:
+        model = _make_net(head)
+        train_set = CachedMaps(reader, train_items, cfg.layer, input_size, cfg.sigma, stride)
+        test_set = CachedMaps(reader, test_items, cfg.layer, input_size, cfg.sigma, stride)
+    mode = "fine-tuning " + cfg.backbone if cfg.finetune else f"cached {cfg.layer} maps of {up.short}"
+    log(f"train-gap (head {cfg.head}{', pose' if cfg.pose else ''}; {mode}) on {len(train_set)} train / "
+        f"{len(test_set)} test images of {name} ({len(classes)} classes) into {run.path}")
+    trainer = Trainer(model, train_set=train_set, val_set=test_set, collate=None, cfg=tcfg, run_dir=run.path,
+                      step=_step(cfg), console=console)
+    if not (resume and (run.path / "checkpoint.pt").is_file()):  # a resumed run's statistics are in its checkpoint
+        fit_standardization(trainer.model, train_set, device=trainer.device, batch_size=tcfg.batch_size)
+    history = trainer.fit(resume=resume)
+    if trainer.is_main:
+        net = model.module if hasattr(model, "module") else model
+        summary = write_predictions(net, cfg, classes, test_set, run, device=trainer.device,
+                                    batch_size=tcfg.batch_size, log=log)
+        upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
+    return run
+
+
+def _step(cfg: TrainGAPConfig):
+    import torch.nn.functional as F
+
+    from actiontk.models.gap import pose_loss
+
+    def step(model, batch: dict[str, Any]):
+        out = model(batch["x"])
+        y = batch["label"]
+        loss = F.cross_entropy(out.logits, y)
+        metrics: dict[str, float] = {"ce": float(loss.detach())}
+        if cfg.pose and out.heatmaps is not None:
+            pl = pose_loss(out.heatmaps.float(), batch["heatmap"], batch["mask"])
+            loss = loss + cfg.pose_weight * pl
+            metrics["pose_l2"] = float(pl.detach())
+        metrics["acc"] = float((out.logits.argmax(-1) == y).float().mean())
+        return loss, metrics
+
+    return step
+
+
+def average_precision(scores: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    """(mAP over the classes with a positive, number of such classes): one-vs-rest AP on the scores."""
+    from sklearn.metrics import average_precision_score
+
+    aps = [average_precision_score(labels == k, scores[:, k]) for k in range(scores.shape[1]) if (labels == k).any()]
+    return (float(np.mean(aps)) if aps else float("nan")), len(aps)
+
+
+def write_predictions(model, cfg: TrainGAPConfig, classes: list[str], test_set, run: Run, *, device, batch_size: int,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    scores, tops, bottoms = [], [], []
+    with torch.inference_mode():
+        for batch in DataLoader(test_set, batch_size=batch_size, shuffle=False):
+            out = model(batch["x"].to(device).float())
+            probs = out.logits.float().softmax(-1)
+            pred = probs.argmax(-1)
+            scores.append(probs.cpu().numpy())
+            top = out.topdown.float()[torch.arange(len(pred)), pred]  # (B, H, W): the predicted class's map
+            tops.append(top.cpu().numpy())
+            bottoms.append((out.bottomup.float() if out.bottomup is not None else torch.ones_like(top)).cpu().numpy())
+    s = np.concatenate(scores)
+    items = test_set.items
+    labels = np.array([it.label for it in items], np.int64)
+    np.savez_compressed(run.path / "predictions.npz", classes=np.array(classes),
+                        image_rel=np.array([it.rel for it in items]), image_label=labels, image_scores=s)
+    n = len(items)
+    pick = np.unique(np.linspace(0, n - 1, num=min(cfg.attention_samples, n)).round().astype(int))
+    np.savez_compressed(run.path / "attention_samples.npz", rel=np.array([items[i].rel for i in pick]),
+                        label=labels[pick], pred=s[pick].argmax(1), topdown=np.concatenate(tops)[pick],
+                        bottomup=np.concatenate(bottoms)[pick], head=cfg.head)
+    mAP, with_positives = average_precision(s, labels)
+    summary = {"accuracy": float((s.argmax(1) == labels).mean()), "mAP": mAP, "classes_with_positives": with_positives,
+               "test_images": n}
+    atomic_write_json(run.path / "summary.json", summary)
+    log(f"test: accuracy {summary['accuracy']:.3f}, mAP {mAP:.3f} (over {with_positives} of {len(classes)} classes "
+        f"with a test image) on {n} images")
+    return summary
