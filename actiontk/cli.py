@@ -277,12 +277,50 @@ def evaluate(
     run_evaluate(run, reports=report, out=out, open_report=open_report, cache=cache)
 
 
+@app.command("run")
+def run_pipeline(
+    dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy or folder.")],
+    root: Annotated[Path | None, typer.Option("--root", help="The dataset's folder (needed by extract).")] = None,
+    split: Split = 1,
+    all_splits: Annotated[bool, typer.Option("--all-splits", help="Run splits 1-3; report mean ± std.")] = False,
+    fusion: Annotated[str | None, typer.Option(help="early or late fusion (default: the preset's).")] = None,
+    stages: Annotated[str | None, typer.Option(help="Comma-separated subset of extract,train-3d,train-lstm,"
+                                                    "evaluate (default: all).")] = None,
+    cache: Cache = None,
+    config: ConfigFile = None,
+) -> None:
+    """The whole video pipeline: extract → train-3d → train-lstm → evaluate, every stage cached."""
+    from actiontk.commands.pipeline import run_run
+
+    run_run(dataset, root=root, split=split, all_splits=all_splits, fusion=fusion, stages=stages, cache=cache,
+            config=config)
+
+
 @app.command()
-def status(cache: Cache = None) -> None:
-    """List the cached runs: what they hold, their state (complete / partial / running), size."""
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="Where the toy data, cache and reports go.")] = Path(
+        "actiontk-demo"),
+    fast: Annotated[bool, typer.Option("--fast", help="Smaller data and fewer epochs (a few minutes).")] = False,
+) -> None:
+    """Both pipelines on the embedded toy data, offline: videos (joint attention) and images (GAP)."""
+    from actiontk.commands.pipeline import demo as run_demo
+
+    run_demo(workdir, fast=fast)
+
+
+@app.command()
+def status(
+    cache: Cache = None,
+    gc: Annotated[bool, typer.Option("--gc", help="Remove the partial and stale runs (asks first; never a complete "
+                                                  "or running one).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --gc: remove without asking (for scripts).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts).")] = False,
+) -> None:
+    """List the cached runs of every stage: dataset, split, settings, state (complete / partial / running /
+    stale and why), progress, size and age (see docs/status.md)."""
     from actiontk.commands.status import show_status
 
-    show_status(cache)
+    show_status(cache, gc=gc, yes=yes, as_json=as_json)
 
 
 # -- entry point ----------------------------------------------------------------------------------------

@@ -304,4 +304,4 @@ def test_status_lists_runs(reference, capsys):
     cache = reference.run.path.parents[1]
     assert cli_run(["status", "--cache", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "complete" in out and "18 / 0 / 18" in out and "vgg16" in out
+    assert "complete" in out and "18/18 videos" in out and "vgg16" in out

@@ -4,15 +4,21 @@ A run's key is the sha256 of the sorted JSON of everything that changes its outp
 stage's schema version, the fully resolved config (preprocessing included), the keys of the upstream runs
 it read and the identity of its raw inputs. The same key means the same output, so the run is reused.
 The run lives at ``<cache root>/<stage>/<key[:16]>/`` with ``run.json`` beside its outputs.
+
+A process that opens a run holds a shared ``flock`` on its ``lock.open`` until it exits (the kernel drops it
+when the process dies, killed or not), so ``actiontk status`` can tell a run being written from one whose
+writer is gone, and ``status --gc`` never removes a run some process has open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,10 @@ from actiontk.errors import UserError
 
 RUN_FILE = "run.json"
 ENV_CACHE = "ACTIONTK_CACHE"
+OPEN_LOCK = "lock.open"  # shared flock of every process that has the run open (see run_in_use)
+
+# runs this process has open: folder -> the lock file it holds (a flock lasts as long as its file stays open)
+_held: dict[str, Any] = {}
 
 
 def content_key(payload: dict[str, Any]) -> str:
@@ -99,6 +109,7 @@ def open_run(root: Path, stage: str, schema: int, config: dict[str, Any], upstre
     key = content_key(payload)
     path = root / stage / key[:16]
     run_file = path / RUN_FILE
+    _hold(path)  # before run.json is read or written: `status --gc` removes a run only under the exclusive lock
     if run_file.is_file():
         info = json.loads(run_file.read_text())
         if info.get("key") != key:
@@ -108,6 +119,93 @@ def open_run(root: Path, stage: str, schema: int, config: dict[str, Any], upstre
     info = {**payload, "key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "actiontk": __version__}
     atomic_write_json(run_file, info)
     return Run(path, info)
+
+
+def _hold(path: Path) -> None:
+    """Take this process's shared lock on the run at ``path`` (creating the folder), kept until exit."""
+    if _id(path) in _held:
+        return
+    while True:
+        path.mkdir(parents=True, exist_ok=True)
+        fh = open(path / OPEN_LOCK, "a+")  # noqa: SIM115 - held for the life of the process
+        fcntl.flock(fh, fcntl.LOCK_SH)  # blocks only while `status --gc` is removing this very run
+        try:
+            current = os.stat(path / OPEN_LOCK).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            _held[_id(path)] = fh
+            return
+        fh.close()  # we locked the file of a run that was removed meanwhile: start over
+
+
+def _id(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+def release(path: Path) -> None:
+    """Drop this process's open lock on the run at ``path`` (if it holds one)."""
+    fh = _held.pop(_id(path), None)
+    if fh is not None:
+        fh.close()
+
+
+def _lock_taken(lock_file: Path) -> bool:
+    """Whether some open file holds a flock on ``lock_file`` (ours included: flock locks belong to open files)."""
+    try:
+        fh = open(lock_file)  # noqa: SIM115 - read-only: probing never creates a file
+    except FileNotFoundError:
+        return False
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return False
+
+
+def _others_share(fh) -> bool:
+    """Whether another open file holds a lock on the file that ``fh`` holds shared: try to make ours exclusive,
+    then share it again (a failed conversion drops the old lock, hence the unconditional re-lock)."""
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+
+
+def run_in_use(path: Path) -> bool:
+    """True while another process holds a lock of the run: it has the run open (``lock.open``) or is writing
+    its shards (extract's ``lock.rNNN``). This process's own open lock does not count: whatever it did with
+    the run is over by the time it asks."""
+    own = _held.get(_id(path))
+    for lock_file in sorted(path.glob("lock.*")):
+        if own is not None and lock_file.name == OPEN_LOCK:
+            if _others_share(own):
+                return True
+        elif _lock_taken(lock_file):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[bool]:
+    """Hold the run's open lock exclusively, so that no process can open the run meanwhile; yields False
+    (holding nothing) when some process has it open or holds one of its other locks."""
+    release(path)
+    fh = open(path / OPEN_LOCK, "a+")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield not any(_lock_taken(f) for f in sorted(path.glob("lock.*")) if f.name != OPEN_LOCK)
+    finally:
+        fh.close()
 
 
 def list_runs(root: Path, stage: str | None = None) -> list[Run]:

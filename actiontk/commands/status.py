@@ -1,40 +1,401 @@
-"""Body of ``actiontk status``: every cached run, what it holds and whether it is complete."""
+"""Body of ``actiontk status``: every cached run, what it holds and its state; ``--gc`` removes the dead ones.
+
+A run's state (docs/status.md):
+
+- **running**: a process holds one of its locks (it has the run open, or is writing shards) and it is not
+  complete;
+- **stale**: it is out of date, for the reasons listed: its stage schema is older than this code's, its
+  dataset root is gone, or an upstream run it read is gone, was re-made after it, or is itself stale;
+- **complete**: its stage finished (``complete.json``; for extract, every video its splits asked for is stored
+  or recorded as failed — the failures are counted apart);
+- **partial**: started and not finished, with no process on it (killed, crashed): rerun the same command to
+  resume it.
+"""
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
+
+from actiontk.cache.runs import Run
+from actiontk.errors import UserError
+
+REMOVABLE = ("partial", "stale")
+STAGE_ORDER = ("extract", "train-3d", "cubes", "train-lstm", "train-gap")
+# what the training engine writes (actiontk.train.engine, which imports torch: status stays light)
+CHECKPOINT, METRICS = "checkpoint.pt", "metrics.jsonl"
+STYLES = {"complete": "green", "partial": "yellow", "running": "cyan", "stale": "red", "unknown": "magenta"}
 
 
-def show_status(cache: Path | None) -> None:
-    from actiontk.cache.runs import dir_size, human_bytes, list_runs, resolve_cache_root
+ROOT_GONE = "dataset root"  # the stale reason --gc alone does not act on (see RunStatus.removable)
+ROOT_ONLY = " (its dataset root is gone)"
+
+
+def _root_only(reason: str) -> bool:
+    return reason.startswith(ROOT_GONE) or reason.endswith(ROOT_ONLY)
+
+
+@dataclass
+class RunStatus:
+    """What ``status`` shows of one run."""
+
+    run: Run
+    state: str  # complete | partial | running | stale | unknown (a stage this code does not know)
+    why: list[str] = field(default_factory=list)  # stale: the reasons; partial: what is missing
+    dataset: str = ""
+    split: str = ""
+    what: str = ""  # the key settings, compactly
+    progress: str = ""
+    failed: int | None = None  # extract: videos that could not be decoded
+    size: int = 0
+    created: datetime | None = None
+    in_use: bool = False  # some other process holds one of the run's locks
+
+    @property
+    def removable(self) -> bool:
+        # A dataset root that is gone may only be unmounted: that alone never gets computed work deleted.
+        only_root = self.state == "stale" and self.why and all(map(_root_only, self.why))
+        return self.state in REMOVABLE and not self.in_use and not only_root
+
+    def state_text(self) -> str:
+        text = self.state
+        if self.state == "complete" and self.failed:
+            text += f", {self.failed} failed"
+        if self.why:
+            text += ": " + "; ".join(self.why)
+        if self.in_use and self.state != "running":
+            text += " (in use)"
+        return text
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {"run": self.run.short, "path": str(self.run.path), "stage": self.run.stage, "key": self.run.key,
+                "dataset": self.dataset, "split": self.split, "what": self.what, "state": self.state,
+                "why": self.why, "progress": self.progress, "failed": self.failed, "size_bytes": self.size,
+                "created": self.run.info.get("created"), "age_s": _age_s(self, now), "in_use": self.in_use,
+                "upstream": self.run.info.get("upstream", {})}
+
+
+# -- inspecting the cache ---------------------------------------------------------------------------------
+
+
+def current_schemas() -> dict[str, int]:
+    """The schema version this code writes, per stage."""
+    from actiontk.stages import extract, train_3d, train_gap, train_lstm
+
+    return {extract.STAGE: extract.SCHEMA, train_3d.STAGE: train_3d.SCHEMA, train_3d.CUBES: train_3d.SCHEMA,
+            train_lstm.STAGE: train_lstm.SCHEMA, train_gap.STAGE: train_gap.SCHEMA}
+
+
+def inspect_runs(root: Path) -> list[RunStatus]:
+    """The status of every run under ``root``, in pipeline order (newest first within a stage)."""
+    from actiontk.cache.runs import dir_size, list_runs, run_in_use
+
+    runs = list_runs(root)
+    order = {stage: i for i, stage in enumerate(STAGE_ORDER)}
+    runs.sort(key=lambda r: order.get(r.stage, len(order)))  # stable: list_runs' newest-first order stays
+    schemas = current_schemas()
+    statuses = {}
+    for run in runs:
+        st = _describe(run, schemas)
+        st.size = dir_size(run.path)
+        st.created = _created(run)
+        st.in_use = run_in_use(run.path)
+        statuses[run.key] = st
+    memo: dict[str, list[str]] = {}
+    for st in statuses.values():
+        if st.state == "unknown":
+            continue
+        reasons = _stale_reasons(st, statuses, schemas, memo)
+        complete = st.state == "complete"
+        if st.in_use and not complete:
+            st.state, st.why = "running", []
+        elif reasons:
+            st.state, st.why = "stale", reasons
+    return list(statuses.values())
+
+
+def _stale_reasons(st: RunStatus, statuses: dict[str, RunStatus], schemas: dict[str, int],
+                   memo: dict[str, list[str]]) -> list[str]:
+    run = st.run
+    if run.key in memo:
+        return memo[run.key]
+    reasons = []
+    schema = run.info.get("schema")
+    if isinstance(schema, int) and schema < schemas.get(run.stage, schema):
+        reasons.append(f"schema {schema} is older than this actiontk's {schemas[run.stage]}")
+    root = run.info.get("inputs", {}).get("root")
+    if root and not Path(root).exists():
+        reasons.append(f"{ROOT_GONE} {root} is gone")
+    for name, key in sorted(run.info.get("upstream", {}).items()):
+        up = statuses.get(key)
+        if up is None:
+            reasons.append(f"upstream {name} run {key[:16]} is gone from the cache")
+            continue
+        label = up.run.short + (f" ({name})" if name != up.run.stage else "")
+        if up.created and st.created and up.created > st.created:
+            reasons.append(f"upstream {label} was re-made after it")
+        elif up.state != "unknown" and (up_reasons := _stale_reasons(up, statuses, schemas, memo)):
+            reasons.append(f"upstream {label} is stale" + (ROOT_ONLY if all(map(_root_only, up_reasons)) else ""))
+    memo[run.key] = reasons
+    return reasons
+
+
+def _describe(run: Run, schemas: dict[str, int]) -> RunStatus:
+    """State (complete / partial / unknown), settings and progress from the files the run's stage writes."""
+    inputs = run.info.get("inputs", {})
+    st = RunStatus(run, "partial", dataset=str(inputs.get("dataset", "")), split=str(inputs.get("split", "")))
+    if run.stage not in schemas:
+        st.state, st.why = "unknown", [f"stage {run.stage!r} is not known to this actiontk"]
+        return st
+    try:
+        if run.stage == "extract":
+            _describe_extract(run, st)
+        elif run.stage == "cubes":
+            _describe_cubes(run, st)
+        else:
+            _describe_training(run, st)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # e.g. a run.json of another version: keep it
+        st.state, st.why = "unknown", [f"unreadable ({type(e).__name__}: {e})"]
+    return st
+
+
+def _describe_extract(run: Run, st: RunStatus) -> None:
+    from actiontk.cache import features as store
     from actiontk.stages.extract import extract_state
 
-    root = resolve_cache_root(cache)
-    runs = list_runs(root)
-    console = Console()
-    if not runs:
-        console.print(f"no runs in {root} yet: start with `actiontk extract DATASET --root DIR`")
+    cfg = run.config
+    bb = cfg.get("backbone", {})
+    st.what = (f"{bb.get('backbone')} {'+'.join(bb.get('layers', []))} @{bb.get('size')}px {bb.get('weights_id')} "
+               f"stride {cfg.get('frame_stride')}" + (f" grid {cfg['grid']}" if cfg.get("grid") else ""))
+    es = extract_state(run)
+    st.split = ",".join(es["splits"])
+    st.failed = es["failed"]
+    st.progress = f"{es['done']}/{es['total']} videos" + (f", {es['failed']} failed" if es["failed"] else "")
+    if es["state"] == "complete" and es["total"] > 0:
+        st.state = "complete"
         return
-    table = Table(title=f"runs in {root}")
-    for col in ("run", "dataset", "what", "videos done / failed / total", "state", "size", "created"):
+    left = es["total"] - es["done"] - es["failed"]
+    shards = store.shard_dir(run.path)
+    unfinished = len(list(shards.glob(f"*{store.INCOMPLETE}"))) if shards.is_dir() else 0
+    st.why = [x for x in (f"{left} video(s) to go" if left else "", f"{unfinished} unfinished shard(s)" if unfinished
+                          else "") if x] or ["nothing extracted yet"]
+
+
+def _describe_cubes(run: Run, st: RunStatus) -> None:
+    from actiontk.cache import features as store
+    from actiontk.stages.upstream import completion, is_complete
+
+    st.what = f"from train-3d/{run.info.get('upstream', {}).get('train-3d', '?')[:16]}"
+    done = len(store.load_index(run.path).videos)
+    if is_complete(run):
+        st.state = "complete"
+        st.progress = f"{completion(run).get('videos', done)} videos"
+    else:
+        st.progress = f"{done} videos written"
+        st.why = ["cubes not all written"]
+
+
+def _describe_training(run: Run, st: RunStatus) -> None:
+    from actiontk.stages.upstream import completion, is_complete
+
+    model, train = run.config.get("model", {}), run.config.get("train", {})
+    epochs = train.get("epochs")
+    if run.stage == "train-3d":
+        st.what = (f"ch {model.get('channels')} clip {model.get('clip_len')}"
+                   + (" +attention" if "attention" in run.info.get("upstream", {}) else ""))
+    elif run.stage == "train-lstm":
+        st.what = f"{model.get('fusion')} {model.get('hidden')}x{model.get('layers')}"
+    else:  # train-gap
+        depth = model.get("depth")
+        depth = f" depth {3 if depth is None else depth}" if model.get("head") == "gap" else ""  # 3: GAPConfig's
+        st.what = (f"{model.get('head', '?')}{depth}" + (" pose" if model.get("pose") else "")
+                   + (" finetune" if model.get("finetune") else " cached"))
+    st.what += f" {epochs} ep"
+    if is_complete(run):
+        st.state = "complete"
+        summary = completion(run)
+        st.progress = f"{epochs}/{epochs} epochs" + _accuracy(summary)
+        if (run.path / "metrics.json").is_file():
+            st.progress += ", evaluated"
+        return
+    done = 0
+    if (run.path / CHECKPOINT).is_file():  # epochs past the checkpoint are dropped when the run resumes
+        done = max((int(r.get("epoch", 0)) for r in _read_jsonl(run.path / METRICS) if r.get("split") == "train"),
+                   default=0)
+    st.progress = f"epoch {done}/{epochs}"
+    st.why = ["training not finished" if not epochs or done < epochs else
+              ("cubes not written" if run.stage == "train-3d" else "predictions not written")]
+
+
+def _accuracy(summary: dict) -> str:
+    if "video_accuracy_vote" in summary:
+        return f", video acc {summary['video_accuracy_vote']:.3f}"
+    if "accuracy" in summary:
+        return f", acc {summary['accuracy']:.3f}" + (f" mAP {summary['mAP']:.3f}" if "mAP" in summary else "")
+    return ""
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    """The object lines of a JSONL file (a torn last line is skipped), as train.engine.read_jsonl without torch."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def _created(run: Run) -> datetime | None:
+    try:
+        return datetime.strptime(run.info.get("created", ""), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return None
+
+
+def _age_s(st: RunStatus, now: float) -> float | None:
+    return None if st.created is None else max(0.0, now - st.created.timestamp())
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if unit == 'day' and n > 1 else ''} ago"
+    return f"{int(seconds)} s ago"
+
+
+# -- the command ------------------------------------------------------------------------------------------
+
+
+def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_json: bool = False) -> None:
+    from actiontk.cache.runs import human_bytes, resolve_cache_root
+
+    if yes and not gc:
+        raise UserError("--yes only applies with --gc", "actiontk status --gc --yes")
+    if as_json and gc:
+        raise UserError("--json lists the runs; it does not combine with --gc", "run `actiontk status --json`")
+    root = resolve_cache_root(cache)
+    statuses = inspect_runs(root)
+    console = Console()
+    if as_json:
+        now = time.time()
+        print(json.dumps({"cache": str(root), "runs": [s.as_json(now) for s in statuses]}, indent=2))
+        return
+    if gc:
+        collect_garbage(statuses, yes=yes, console=console)
+        return
+    if not statuses:
+        console.print(f"no runs in {escape(str(root))} yet: start with `actiontk extract DATASET --root DIR`")
+        return
+    table = Table(title=f"runs in {escape(str(root))}")
+    table.add_column("run", no_wrap=True)
+    for col in ("dataset", "split", "what", "state", "progress", "size", "age"):
         table.add_column(col, overflow="fold")
-    for run in runs:
-        inputs = run.info.get("inputs", {})
-        if run.stage == "extract":
-            bb = run.config.get("backbone", {})
-            what = (f"{bb.get('backbone')} {'+'.join(bb.get('layers', []))} @{bb.get('size')}px "
-                    f"{bb.get('weights_id')} stride {run.config.get('frame_stride')}"
-                    + (f" grid {run.config['grid']}" if run.config.get("grid") else ""))
-            st = extract_state(run)
-            counts = f"{st['done']} / {st['failed']} / {st['total']}"
-            dataset = f"{inputs.get('dataset')} (splits {','.join(st['splits']) or '-'})"
-            state = Text(st["state"], style="green" if st["state"] == "complete" else "yellow")
-        else:
-            what, counts, dataset, state = "", "", str(inputs.get("dataset", "")), Text("")
-        table.add_row(run.short, Text(dataset), Text(what), counts, state, human_bytes(dir_size(run.path)),
-                      run.info.get("created", "")[:19])
+    now = time.time()
+    for st in statuses:
+        table.add_row(escape(st.run.short), escape(st.dataset), escape(st.split), escape(st.what),
+                      f"[{STYLES[st.state]}]{escape(st.state_text())}[/]", escape(st.progress),
+                      human_bytes(st.size), human_age(_age_s(st, now)))
     console.print(table)
+    dead = [s for s in statuses if s.removable]
+    if dead:
+        total = human_bytes(sum(s.size for s in dead))
+        console.print(f"{len(dead)} partial or stale run(s), {total}: `actiontk status --gc` removes them "
+                      "(a partial run resumes when its command is run again)")
+
+
+def _downstream(statuses: list[RunStatus], removed: set[str]) -> list[tuple[RunStatus, RunStatus]]:
+    """(run that stays, the removed or newly stale run it reads), for every run that the removal makes stale."""
+    by_key = {s.run.key: s for s in statuses}
+    gone = set(removed)
+    hit: list[tuple[RunStatus, RunStatus]] = []
+    changed = True
+    while changed:  # transitively: a run reading a newly stale run is stale too
+        changed = False
+        for s in statuses:
+            if s.run.key in gone:
+                continue
+            for key in s.run.info.get("upstream", {}).values():
+                if key in gone and key in by_key:
+                    hit.append((s, by_key[key]))
+                    gone.add(s.run.key)
+                    changed = True
+                    break
+    return hit
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def collect_garbage(statuses: list[RunStatus], *, yes: bool, console: Console) -> None:
+    """List the partial and stale runs no process is using, ask, remove them and say what that freed."""
+    import typer
+
+    from actiontk.cache.runs import exclusive, human_bytes
+
+    doomed = [s for s in statuses if s.removable]
+    for s in statuses:
+        if s.in_use and s.state in (*REMOVABLE, "running"):
+            console.print(f"kept {escape(s.run.short)} ({s.state}): a process is using it")
+    if not doomed:
+        console.print("nothing to remove: no partial or stale runs")
+        return
+    table = Table(title="partial and stale runs to remove")
+    table.add_column("run", no_wrap=True)
+    for col in ("dataset", "split", "state", "size"):
+        table.add_column(col, overflow="fold")
+    for s in doomed:
+        table.add_row(escape(s.run.short), escape(s.dataset), escape(s.split),
+                      f"[{STYLES[s.state]}]{escape(s.state_text())}[/]", human_bytes(s.size))
+    console.print(table)
+    total = sum(s.size for s in doomed)
+    console.print(f"total: {len(doomed)} run(s), {human_bytes(total)}")
+    orphans = _downstream(statuses, {s.run.key for s in doomed})
+    for s, up in orphans:
+        console.print(f"[red]{escape(s.run.short)}[/] ({s.state}) reads {escape(up.run.short)}: it will be stale "
+                      "(kept; `actiontk status --gc` again removes it)")
+    if not yes:
+        if not _interactive():
+            raise UserError("status --gc asks before removing anything and stdin is not a terminal",
+                            "pass --yes to remove without asking")
+        if not typer.confirm(f"remove these {len(doomed)} run(s) ({human_bytes(total)})?", default=False):
+            console.print("nothing removed")
+            return
+    freed, removed = 0, set()
+    for s in doomed:
+        path = s.run.path
+        with exclusive(path) as free:
+            if not free:  # a process opened it since we looked
+                console.print(f"kept {escape(s.run.short)}: a process is using it now")
+                continue
+            try:
+                shutil.rmtree(path)
+            except OSError as e:
+                console.print(f"[red]could not remove {escape(str(path))}[/]: {escape(str(e))}")
+                continue
+        freed += s.size
+        removed.add(s.run.key)
+        console.print(f"removed {escape(s.run.short)} ({human_bytes(s.size)})")
+    console.print(f"removed {len(removed)} run(s), freed {human_bytes(freed)}")
+    for s, up in _downstream(statuses, removed):
+        console.print(f"now stale: {escape(s.run.short)} (it reads {escape(up.run.short)})")

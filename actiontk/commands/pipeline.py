@@ -1,0 +1,133 @@
+"""Bodies of ``actiontk run`` (a video dataset's whole pipeline) and ``actiontk demo`` (both pipelines on the
+embedded toy data, offline)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from actiontk.errors import UserError
+
+SUMMARY_KEYS = {  # metric → label, for the summary tables (keys of evaluate's summary)
+    "top1_vote": "top-1 (clip voting)",
+    "top1_mean_score": "top-1 (mean score)",
+    "top1": "top-1",
+    "mAP": "mAP",
+}
+
+
+def _fmt_metrics(summary: dict[str, Any]) -> str:
+    parts = [f"{label} {100 * summary[k]:.1f}%" for k, label in SUMMARY_KEYS.items()
+             if summary.get(k) is not None]
+    return ", ".join(parts) or "—"
+
+
+def _stage_table(title: str, results) -> Table:
+    table = Table(title=title)
+    for col in ("pipeline", "stage", "seconds", "result"):
+        table.add_column(col, overflow="fold")
+    for res in results:
+        for st in res.stages:
+            table.add_row(res.dataset, st.stage, f"{st.seconds:.1f}", escape(st.note))
+        table.add_row(res.dataset, "[bold]total[/bold]", f"[bold]{res.seconds:.1f}[/bold]",
+                      escape(_fmt_metrics(res.summary)))
+    return table
+
+
+def run_run(dataset: str, *, root: Path | None, split: int, all_splits: bool, fusion: str | None, stages: str | None,
+            cache: Path | None, config: Path | None) -> None:
+    from actiontk.cache.runs import resolve_cache_root
+    from actiontk.datasets import get_dataset
+    from actiontk.stages.pipeline import VIDEO_STAGES, parse_stages, run_video
+
+    name = dataset.lower()
+    chosen = parse_stages(stages, VIDEO_STAGES)
+    if getattr(get_dataset(name, root or "."), "kind", "video") != "video":
+        raise UserError(f"`actiontk run` is the video pipeline; {name!r} holds still images",
+                        f"use `actiontk extract {name} ...` then `actiontk train-gap`")
+    console = Console(stderr=True)
+    cache_root = resolve_cache_root(cache)
+    results = []
+    for s in ((1, 2, 3) if all_splits else (split,)):
+        console.rule(f"{name} split {s}")
+        results.append(run_video(name, root, s, cache_root, stages=chosen, fusion=fusion, config=config,
+                                 log=lambda m: console.print(escape(m)), console=console))
+    Console().print(_stage_table(f"actiontk run {name}", results))
+    for res in results:
+        if res.report:
+            print(f"split {res.split}: {_fmt_metrics(res.summary)}; report: {res.report}")
+    over = results[-1].over_splits
+    if over:
+        print("over splits 1-3: " + ", ".join(f"{SUMMARY_KEYS.get(k, k)} {100 * over['mean'][k]:.1f} ± "
+                                               f"{100 * over['std'][k]:.1f}%" for k in over["mean"]
+                                               if k in SUMMARY_KEYS))
+
+
+# -- the demo -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    """What the demo generates and how long it trains (the stage presets stages/toy*.toml do the rest)."""
+
+    toy: dict[str, int]  # ToyConfig fields
+    toy_mpii: dict[str, Any]  # ToyMPIIConfig fields
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage → option overrides
+    image_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+PROFILES = {
+    "full": DemoProfile(toy=dict(classes=6, groups=12, clips=2, frames=16, size=64),
+                        toy_mpii=dict(classes=6, per_class=40, size=160)),
+    "fast": DemoProfile(toy=dict(classes=6, groups=6, clips=2, frames=16, size=64),
+                        toy_mpii=dict(classes=6, per_class=20, size=128),
+                        overrides={"train-3d": {"epochs": 3}, "train-lstm": {"epochs": 4}},
+                        image_overrides={"extract": {"size": 128}, "train-gap": {"epochs": 8}}),
+}
+
+
+def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = None,
+             formats: tuple[str, ...] = ("html",)) -> list:
+    """Generate the toy sets under ``workdir`` and run both pipelines with their cache in ``workdir/cache``."""
+    from actiontk.datasets.toy import ToyConfig, generate_toy
+    from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
+    from actiontk.stages.pipeline import run_images, run_video
+
+    console = console or Console(stderr=True)
+    workdir = workdir.expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cache_root = workdir / "cache"
+
+    def log(message: str) -> None:
+        console.print(escape(message))
+
+    console.print("[bold]weights: none[/bold] — the backbones are randomly initialized (seeded), because nothing "
+                  "can be downloaded offline; with --weights imagenet the same commands use the papers' features")
+    console.rule("toy videos (UCF101 layout) → extract → train-3d → train-lstm (late fusion) → evaluate")
+    generate_toy(workdir / "toy", ToyConfig(**profile.toy))
+    video = run_video("toy", workdir / "toy", 1, cache_root, fusion="late", overrides=profile.overrides,
+                      formats=formats, log=log, console=console)
+    console.rule("toy MPII images → extract (ResNet-101) → train-gap (gap + pose) → evaluate")
+    generate_toy_mpii(workdir / "toy-mpii", ToyMPIIConfig(**profile.toy_mpii))
+    image = run_images("toy-mpii", workdir / "toy-mpii", cache_root, overrides=profile.image_overrides,
+                       formats=formats, log=log, console=console)
+    return [video, image]
+
+
+def demo(workdir: Path, *, fast: bool) -> None:
+    console = Console(stderr=True)
+    results = run_demo(workdir, profile=PROFILES["fast" if fast else "full"], console=console)
+    out = Console()
+    out.print(_stage_table("actiontk demo" + (" --fast" if fast else ""), results))
+    for res in results:
+        print(f"{res.dataset}: {_fmt_metrics(res.summary)}")
+        if res.report:
+            print(f"  report: {res.report}")
+    total = sum(r.seconds for r in results)
+    print(f"done in {total:.0f} s; run it again to see every stage come from the cache "
+          f"({len(results)} pipelines under {workdir.expanduser().resolve() / 'cache'})")

@@ -1,0 +1,169 @@
+"""Whole pipelines: ``actiontk run`` (a video dataset, extract → train-3d → train-lstm → evaluate) and the
+image pipeline of ``actiontk demo`` (extract → train-gap → evaluate).
+
+Every stage is the same function its own command calls, so every stage is cached: a stage whose run is
+complete returns at once, and a killed pipeline resumes where it stopped. Each stage is handed the run
+the previous one produced (not "the newest in the cache"), so a pipeline never mixes runs of another
+configuration that happen to be newer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actiontk.errors import UserError
+
+VIDEO_STAGES = ("extract", "train-3d", "train-lstm", "evaluate")
+IMAGE_STAGES = ("extract", "train-gap", "evaluate")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    seconds: float
+    run: Path | None = None
+    note: str = ""
+
+
+@dataclass
+class PipelineResult:
+    dataset: str
+    split: int
+    stages: list[StageResult] = field(default_factory=list)
+    summary: dict[str, float | None] = field(default_factory=dict)
+    over_splits: dict[str, Any] | None = None
+    report: Path | None = None
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+
+def parse_stages(text: str | None, allowed: Sequence[str]) -> list[str]:
+    """``--stages extract,train-3d`` → the stages to run, in pipeline order; None → all of them."""
+    if not text:
+        return list(allowed)
+    asked = [s.strip().lower() for s in text.replace(" ", ",").split(",") if s.strip()]
+    unknown = [s for s in asked if s not in allowed]
+    if unknown:
+        raise UserError(f"unknown stage {unknown[0]!r} in --stages", f"choose from {', '.join(allowed)}")
+    return [s for s in allowed if s in asked]
+
+
+def _configs(preset: str, section: str, model_cls, config: Path | None, overrides: dict[str, Any]):
+    from actiontk.stages.common import resolve_stage_configs
+
+    return resolve_stage_configs(preset, section, model_cls, config, overrides)
+
+
+def _timed(results: list[StageResult], stage: str, fn: Callable[[], Any], note: Callable[[Any], str],
+           run_of: Callable[[Any], Path | None]) -> Any:
+    start = time.perf_counter()
+    value = fn()
+    results.append(StageResult(stage, time.perf_counter() - start, run_of(value), note(value)))
+    return value
+
+
+def _evaluate(results: list[StageResult], run, formats: Sequence[str], log) -> tuple[dict, dict | None, Path | None]:
+    from actiontk.stages.evaluate import evaluate_run
+
+    start = time.perf_counter()
+    run_path = run.path
+    ev = evaluate_run(run, log=log)
+    report = None
+    if formats:
+        from actiontk.report import build, write_html, write_markdown
+
+        data = build(ev, log=log)
+        if "html" in formats:
+            report = write_html(data, run_path / "report")
+        if "md" in formats:
+            path = write_markdown(data, run_path / "report")
+            report = report or path
+    results.append(StageResult("evaluate", time.perf_counter() - start, report, "metrics.json + report"))
+    return ev.metrics["summary"], ev.metrics.get("over_splits"), report
+
+
+def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, stages: Sequence[str] = VIDEO_STAGES,
+              fusion: str | None = None, config: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+              formats: Sequence[str] = ("html",), log: Callable[[str], None] = print, console=None) -> PipelineResult:
+    """The video pipeline on one split; ``overrides`` maps a stage name to its option overrides."""
+    from actiontk.config import load_preset, resolve
+    from actiontk.stages.extract import ExtractConfig, extract
+    from actiontk.stages.train_3d import Train3DConfig, train_3d
+    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
+
+    overrides = overrides or {}
+    name = dataset.lower()
+    out = PipelineResult(name, split)
+    features = cubes = lstm = None
+    if "extract" in stages:
+        if root is None:
+            raise UserError("extract needs the dataset's folder", f"actiontk run {name} --root DIR --split {split}")
+        preset, source = load_preset(name, config)
+        cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
+                      source=str(source or "options"))
+        result = _timed(out.stages, "extract",
+                        lambda: extract(name, root, split, cfg, cache_root, log=log, progress_console=console),
+                        lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
+                        lambda r: r.run.path)
+        features = str(result.run.path)
+    if "train-3d" in stages:
+        cfg, tcfg = _configs(name, "train-3d", Train3DConfig, config, overrides.get("train-3d", {}))
+        _, cubes_run = _timed(out.stages, "train-3d",
+                              lambda: train_3d(cfg, tcfg, cache_root, dataset=name, split=split, features=features,
+                                               log=log, console=console),
+                              lambda r: f"cubes {r[1].short}", lambda r: r[0].path)
+        cubes = str(cubes_run.path)
+    if "train-lstm" in stages:
+        lstm_over = {**overrides.get("train-lstm", {}), **({"fusion": fusion} if fusion else {})}
+        cfg, tcfg = _configs(name, "train-lstm", TrainLSTMConfig, config, lstm_over)
+        lstm = _timed(out.stages, "train-lstm",
+                      lambda: train_lstm(cfg, tcfg, cache_root, dataset=name, split=split, cubes=cubes, log=log,
+                                         console=console),
+                      lambda r: f"{cfg.fusion} fusion", lambda r: r.path)
+    if "evaluate" in stages:
+        if lstm is None:
+            from actiontk.stages import upstream
+
+            lstm, _ = upstream.pick_run(cache_root, "train-lstm", dataset=name, split=split, run=None,
+                                        complete=upstream.is_complete, next_step=f"actiontk run {name} --split {split}",
+                                        log=log)
+        out.summary, out.over_splits, out.report = _evaluate(out.stages, lstm, formats, log)
+    return out
+
+
+def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[str] = IMAGE_STAGES,
+               config: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+               formats: Sequence[str] = ("html",), log: Callable[[str], None] = print, console=None) -> PipelineResult:
+    """The still-image pipeline (cached mode): extract → train-gap → evaluate."""
+    from actiontk.config import load_preset, resolve
+    from actiontk.stages.extract import ExtractConfig, extract
+    from actiontk.stages.train_gap import TrainGAPConfig, train_gap
+
+    overrides = overrides or {}
+    name = dataset.lower()
+    out = PipelineResult(name, 1)
+    features = gap = None
+    if "extract" in stages:
+        preset, source = load_preset(name, config)
+        cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
+                      source=str(source or "options"))
+        result = _timed(out.stages, "extract (images)",
+                        lambda: extract(name, root, 1, cfg, cache_root, log=log, progress_console=console),
+                        lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
+                        lambda r: r.run.path)
+        features = str(result.run.path)
+    if "train-gap" in stages:
+        cfg, tcfg = _configs(name, "train-gap", TrainGAPConfig, config, overrides.get("train-gap", {}))
+        gap = _timed(out.stages, "train-gap",
+                     lambda: train_gap(cfg, tcfg, cache_root, dataset=name, features=features, log=log,
+                                       console=console),
+                     lambda r: f"head {cfg.head}{' + pose' if cfg.pose else ''}", lambda r: r.path)
+    if "evaluate" in stages and gap is not None:
+        out.summary, out.over_splits, out.report = _evaluate(out.stages, gap, formats, log)
+    return out

@@ -1,0 +1,92 @@
+"""``actiontk demo`` at a reduced size end to end, its reuse of every cached stage, and ``actiontk run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actiontk.cli import run as cli
+from actiontk.commands.pipeline import DemoProfile, run_demo
+from actiontk.errors import UserError
+from actiontk.stages.pipeline import VIDEO_STAGES, parse_stages
+
+TINY = DemoProfile(
+    toy=dict(classes=6, groups=3, clips=1, frames=10, size=32),
+    toy_mpii=dict(classes=2, per_class=3, size=64),
+    overrides={"extract": {"size": 32, "workers": 1},
+               "train-3d": {"epochs": 1, "clip_len": 6, "clip_stride": 4, "channels": 8, "hidden": 8},
+               "train-lstm": {"epochs": 1, "clip_len": 6, "clip_stride": 4, "last": 3, "hidden": 8, "layers": 2}},
+    image_overrides={"extract": {"size": 64, "workers": 1},
+                     "train-gap": {"epochs": 1, "width": 16, "pose_width": 8}},
+)
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> tuple[Path, list]:
+    work = tmp_path_factory.mktemp("demo")
+    return work, run_demo(work, profile=TINY)
+
+
+def test_demo_runs_every_stage_and_writes_its_files(demo_dir):
+    work, results = demo_dir
+    video, image = results
+    assert [s.stage for s in video.stages] == list(VIDEO_STAGES)
+    assert [s.stage for s in image.stages] == ["extract (images)", "train-gap", "evaluate"]
+    cache = work / "cache"
+    for stage in ("extract", "train-3d", "cubes", "train-lstm", "train-gap"):
+        runs = [p for p in (cache / stage).iterdir() if p.is_dir()]
+        assert runs, stage
+    lstm = video.stages[2].run
+    gap = image.stages[1].run
+    for run in (lstm, gap):
+        for name in ("predictions.npz", "attention_samples.npz", "metrics.jsonl", "checkpoint.pt", "metrics.json",
+                     "complete.json"):
+            assert (run / name).is_file(), (run, name)
+    assert video.report is not None and video.report.is_file() and video.report.suffix == ".html"
+    assert image.report is not None and image.report.is_file()
+    assert "top1_vote" in video.summary and "mAP" in image.summary
+    assert (work / "toy" / "ucfTrainTestlist").is_dir() and (work / "toy-mpii" / "images").is_dir()
+
+
+def test_second_demo_recomputes_nothing(demo_dir, monkeypatch):
+    work, first = demo_dir
+
+    def boom(*a, **k):
+        raise AssertionError("a cached stage was computed again")
+
+    # extraction would build a backbone, training would fit, cube writing would run the 3D convnet
+    monkeypatch.setattr("actiontk.models.backbones.build_backbone", boom)
+    monkeypatch.setattr("actiontk.train.engine.Trainer.fit", boom)
+    monkeypatch.setattr("actiontk.stages.train_3d.write_cubes", boom)
+    again = run_demo(work, profile=TINY)
+    assert [s.run for s in again[0].stages] == [s.run for s in first[0].stages]
+    assert [s.run for s in again[1].stages] == [s.run for s in first[1].stages]
+    assert again[0].summary == first[0].summary and again[1].summary == first[1].summary
+
+
+def test_run_command_reuses_the_cache_and_stops_early(demo_dir, capsys, monkeypatch):
+    work, _ = demo_dir
+    monkeypatch.setattr("actiontk.train.engine.Trainer.fit",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    cfg = work / "tiny.toml"
+    cfg.write_text('[extract]\nsize = 32\nworkers = 1\nbackbone = "vgg16"\nlayers = ["pool4", "conv5_3"]\n'
+                   'weights = "none"\n')
+    code = cli(["run", "toy", "--root", str(work / "toy"), "--stages", "extract", "--cache", str(work / "cache"),
+                "--config", str(cfg)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "0 extracted, 18 cached" in out.out.replace("\n", " ") or "18 cached" in out.out
+
+
+def test_parse_stages():
+    assert parse_stages(None, VIDEO_STAGES) == list(VIDEO_STAGES)
+    assert parse_stages("train-lstm,extract", VIDEO_STAGES) == ["extract", "train-lstm"]
+    with pytest.raises(UserError, match="unknown stage 'train'"):
+        parse_stages("extract,train", VIDEO_STAGES)
+
+
+def test_run_refuses_an_image_dataset(capsys, tmp_path: Path):
+    code = cli(["run", "mpii", "--root", str(tmp_path), "--cache", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and "video pipeline" in err and len(err.strip().splitlines()) == 1
