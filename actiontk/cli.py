@@ -101,13 +101,16 @@ def datasets_toy_mpii(
     out: Annotated[Path, typer.Argument(help="Empty (or new) folder to write the dataset to.")],
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
     classes: Annotated[int, typer.Option(help="Number of pose classes (2-10).")] = 6,
-    per_class: Annotated[int, typer.Option("--per-class", help="Labelled images per class (a third in val).")] = 40,
+    per_class: Annotated[int, typer.Option("--per-class", help="Labelled images per class (a third in val).")] = 45,
     size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 160,
+    difficulty: Annotated[str, typer.Option(
+        help="easy: one large centred figure on a smooth background (learnable from random ResNet features); "
+             "hard: a smaller figure anywhere among clutter and bystanders.")] = "easy",
 ) -> None:
     """Generate the toy still-image action dataset (stick figures) in MPII Human Pose's layout, .mat included."""
     from actiontk.commands.datasets import make_toy_mpii
 
-    make_toy_mpii(out, seed=seed, classes=classes, per_class=per_class, size=size)
+    make_toy_mpii(out, seed=seed, classes=classes, per_class=per_class, size=size, difficulty=difficulty)
 
 
 # -- stages ---------------------------------------------------------------------------------------------

@@ -3,11 +3,17 @@
 Every class is a *pose* (arms raised, squatting, running, ...) of an articulated stick figure with MPII's
 16 joints: limbs are thick lines, the head a disc between the upper neck and the head top. A class is a base
 pose plus random jitter of every limb angle, the limb lengths, the figure's size, position and tilt, and a
-left/right mirroring (which changes no class here: waving either arm is waving). Backgrounds (a gradient,
-rectangles, ellipses, stray thick lines, noise) and colours are drawn from one distribution for every class,
-so only the figure's pose tells the class. About a third of the images hold a second, smaller person, a
-bystander standing with arms down (a pose of no class), placed in the other half of the image; the actor is
-always the first person of ``annorect``.
+left/right mirroring (which changes no class here: waving either arm is waving). Backgrounds and colours are
+drawn from one distribution for every class, so only the figure's pose tells the class. ``difficulty``:
+
+- ``easy`` (default): a dark figure 80-90% of the image high, its box centred, thick limbs, on a light smooth
+  gradient; labelled images show only the actor, every other unlabelled or unlisted image adds a bystander.
+  Random (untrained) ResNet-101 features separate these classes (a linear probe on layer4: 0.77, chance 1/6).
+- ``hard`` (the drawing of format version 1, byte for byte): a figure of either polarity anywhere in the
+  frame on clutter (rectangles, ellipses, stray thick lines, noise); about a third of the images hold a
+  second, smaller person placed in the other half. Random features stay at chance on it.
+
+Bystanders stand with arms down (a pose of no class); the actor is always the first person of ``annorect``.
 
 Layout written (MPII's)::
 
@@ -50,7 +56,7 @@ from actiontk.errors import UserError
 __all__ = ["ACTIONS", "MARKER", "ToyAction", "ToyMPIIConfig", "generate_toy_mpii", "render_image"]
 
 FORMAT = "actiontk-toy-mpii"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: --difficulty (easy, the new default; hard draws as version 1 did)
 MARKER = ".actiontk-toy-mpii.json"
 SUPERSAMPLE = 2  # figures are drawn at 2x and box-filtered down: smooth edges without antialiased primitives
 JPEG_QUALITY = 90
@@ -58,6 +64,12 @@ UNLABELLED_FRACTION = 0.05  # at least one
 TEST_IMAGES = 2  # img_train = 0, in no list
 SKIP_JOINT = 0.03  # probability that the "annotator" leaves a drawn joint out
 _GRADIENT_GRID = 32  # the background gradient is computed on this grid and enlarged
+DIFFICULTIES = {
+    "easy": "one large dark figure (80-90% of the image height, its box centred), thick limbs, on a light smooth "
+            "gradient; bystanders only in every other unlabelled or unlisted image",
+    "hard": "a figure 50-85% high anywhere in the frame, cluttered background (rectangles, ellipses, limb-like "
+            "lines), a bystander in a third of the images",
+}
 
 
 @dataclass(frozen=True)
@@ -126,13 +138,19 @@ class ToyMPIIConfig:
 
     seed: int = 0
     classes: int = 6  # the first `classes` entries of ACTIONS
-    per_class: int = 40  # labelled images per class (a third of them, k % 3 == 2, in the val list)
+    per_class: int = 45  # labelled images per class (a third of them, k % 3 == 2, in the val list)
     size: int = 160  # image height = width in pixels
+    difficulty: str = "easy"  # easy | hard (see DIFFICULTIES)
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the offending command-line option."""
+        if self.difficulty not in DIFFICULTIES:
+            raise UserError(f"--difficulty must be one of {', '.join(DIFFICULTIES)}, got {self.difficulty!r}",
+                            "; ".join(f"{k}: {v}" for k, v in DIFFICULTIES.items()))
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "difficulty":
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise UserError(f"--{f.name.replace('_', '-')} must be an integer, got {value!r}")
         if self.seed < 0:
@@ -276,10 +294,12 @@ def _place(fig: _Figure, rng: np.random.Generator, size: int, x_range: tuple[flo
     return float(h), offset
 
 
-def _draw_figure(draw, fig: _Figure, h: float, offset: np.ndarray, colour: np.ndarray, bg_lum: float) -> None:
+def _draw_figure(draw, fig: _Figure, h: float, offset: np.ndarray, colour: np.ndarray, bg_lum: float,
+                 limb_width: float) -> None:
+    """Draw ``fig`` scaled by ``h`` pixels per body unit, limbs ``limb_width`` body units thick."""
     s = SUPERSAMPLE
     pts = (fig.joints * h + offset + 0.5) * s - 0.5  # canvas coordinates of the joints
-    width = max(2.0, 0.055 * h) * s
+    width = max(2.0, limb_width * h) * s
     near = _rgb(colour)
     far = _rgb(colour + 0.35 * (bg_lum - colour))  # the occluded side, a little toward the background
 
@@ -320,14 +340,61 @@ class _Person:
     head_box: tuple[float, float, float, float]
 
 
-def _render(config: ToyMPIIConfig, action: ToyAction | None, key: tuple[int, ...]) -> tuple[np.ndarray, list[_Person]]:
-    from PIL import Image, ImageDraw
+def _place_centred(fig: _Figure, size: int, x_range: tuple[float, float], height: float) -> tuple[float, np.ndarray]:
+    """(pixels per body unit, offset) that centre the figure's box in x_range x [0, size), like a crop around
+    MPII's ``objpos``: random (untrained) features are so sensitive to position that even a few pixels of
+    jitter cost a linear probe a good part of its accuracy."""
+    lo, hi = _extent(fig)
+    span = hi - lo
+    room = np.array([x_range[1] - x_range[0], size]) * 0.97
+    h = min(height, *(room / span))
+    offset = np.array([x_range[0], 0.0]) + room * 0.015 + (room - span * h) / 2 - lo * h
+    return float(h), offset
 
-    rng = np.random.default_rng([config.seed, *key])
+
+def _smooth_background(rng: np.random.Generator, canvas: int, lum: float):
+    """A PIL image: a linear gradient between two low-chroma colours around luminance ``lum``, nothing else."""
+    from PIL import Image
+
+    t = (np.arange(_GRADIENT_GRID) + 0.5) / _GRADIENT_GRID - 0.5
+    a = rng.uniform(0, 2 * np.pi)
+    ramp = t[None, :] * np.cos(a) + t[:, None] * np.sin(a) + 0.5
+    c1 = _colour(rng, lum + rng.uniform(-0.08, 0.08), rng.uniform(0.0, 0.15))
+    c2 = _colour(rng, lum + rng.uniform(-0.08, 0.08), rng.uniform(0.0, 0.15))
+    bg = np.clip(c1 + ramp[..., None] * (c2 - c1), 0, 1) * 255 + 0.5
+    return Image.fromarray(bg.astype(np.uint8)).resize((canvas, canvas), Image.Resampling.BILINEAR)
+
+
+def _layout_easy(config: ToyMPIIConfig, action: ToyAction | None, key: tuple[int, ...],
+                 rng: np.random.Generator):
+    """Background, people and how to draw them for --difficulty easy: a dark figure on a light background
+    (one polarity: flipping it at random halves what a linear probe on random features gets)."""
+    size, canvas = config.size, config.size * SUPERSAMPLE
+    bg_lum = float(rng.uniform(0.7, 0.9))
+    image = _smooth_background(rng, canvas, bg_lum)
+    actor = _pose(action, rng)
+    if key[0] != 0 and key[-1] % 2 == 0:
+        # unlabelled and "MPII test" images only (a bystander in a labelled image costs the probe ~0.1): the
+        # actor keeps three quarters of the width, a small bystander stands in the rest
+        left = rng.random() < 0.5
+        main = (0.0, 0.75 * size) if left else (0.25 * size, float(size))
+        side = (0.75 * size, float(size)) if left else (0.0, 0.25 * size)
+        plan = [(actor, main, 1.0), (_pose(None, rng), side, 0.5)]
+    else:
+        plan = [(actor, (0.0, float(size)), 1.0)]
+    people = []
+    for fig, region, shrink in plan:
+        h, offset = _place_centred(fig, size, region, rng.uniform(0.8, 0.9) * size * shrink)
+        colour = _colour(rng, rng.uniform(0.05, 0.2), rng.uniform(0.05, 0.2))
+        people.append((fig, h, offset, colour, rng.random(NUM_JOINTS) < SKIP_JOINT))
+    return image, bg_lum, people, 0.11, 2.0
+
+
+def _layout_hard(config: ToyMPIIConfig, action: ToyAction | None, rng: np.random.Generator):
+    """Background, people and how to draw them for --difficulty hard (toy MPII format version 1's drawing)."""
     size, canvas = config.size, config.size * SUPERSAMPLE
     bg_lum = float(rng.uniform(0.2, 0.8))
     image = _background(rng, canvas, bg_lum)
-    draw = ImageDraw.Draw(image)
     actor = _pose(action, rng)
     two = rng.random() < 1 / 3
     regions = [(0.0, float(size))]
@@ -340,19 +407,36 @@ def _render(config: ToyMPIIConfig, action: ToyAction | None, key: tuple[int, ...
         height = rng.uniform(0.5, 0.85) * size * (1.0 if n == 0 else rng.uniform(0.7, 0.9))
         h, offset = _place(fig, rng, size, region, height)
         colour = _colour(rng, bg_lum + sign * rng.uniform(0.35, 0.5), rng.uniform(0.1, 0.3))
-        _draw_figure(draw, fig, h, offset, colour, bg_lum)
+        people.append((fig, h, offset, colour, rng.random(NUM_JOINTS) < SKIP_JOINT))
+    return image, bg_lum, people, 0.055, None
+
+
+def _render(config: ToyMPIIConfig, action: ToyAction | None, key: tuple[int, ...]) -> tuple[np.ndarray, list[_Person]]:
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng([config.seed, *key])
+    size = config.size
+    if config.difficulty == "easy":
+        image, bg_lum, layout, limb_width, noise = _layout_easy(config, action, key, rng)
+    else:
+        image, bg_lum, layout, limb_width, noise = _layout_hard(config, action, rng)
+    draw = ImageDraw.Draw(image)
+    people = []
+    for fig, h, offset, colour, skipped in layout:
+        _draw_figure(draw, fig, h, offset, colour, bg_lum, limb_width)
         joints = fig.joints * h + offset + 1.0  # 0-based pixel indices -> MPII's 1-based ones
         lo, hi = _extent(fig)
         lo, hi = lo * h + offset + 1.0, hi * h + offset + 1.0
         head_c = (joints[8] + joints[9]) / 2
         r = 0.55 * float(np.linalg.norm(joints[9] - joints[8]))
         people.append(_Person(
-            joints=joints, occluded=fig.occluded.copy(), skipped=rng.random(NUM_JOINTS) < SKIP_JOINT,
+            joints=joints, occluded=fig.occluded.copy(), skipped=skipped,
             scale=float((hi[1] - lo[1]) / 200.0), objpos=(float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)),
             head_box=(float(head_c[0] - r), float(head_c[1] - r), float(head_c[0] + r), float(head_c[1] + r)),
         ))
     small = np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
-    small += np.float32(rng.uniform(2.0, 9.0)) * rng.standard_normal(small.shape, dtype=np.float32)
+    sigma = rng.uniform(2.0, 9.0) if noise is None else noise
+    small += np.float32(sigma) * rng.standard_normal(small.shape, dtype=np.float32)
     return np.clip(small + 0.5, 0, 255).astype(np.uint8), people
 
 
