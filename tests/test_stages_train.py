@@ -10,6 +10,7 @@ import pytest
 
 from actiontk.cache.features import FeatureReader
 from actiontk.cli import run as cli_run
+from actiontk.config import load_preset
 from actiontk.datasets.toy import ToyConfig, generate_toy
 from actiontk.stages.extract import ExtractConfig, extract
 from actiontk.stages.train_lstm import vote
@@ -52,9 +53,10 @@ def test_train_3d_writes_checkpoint_metrics_and_cubes(trained: Path):
     assert sorted((x["epoch"], x["split"]) for x in lines) == [(1, "train"), (1, "val"), (2, "train"), (2, "val")]
     cubes = FeatureReader(only_run(trained, "cubes"))
     assert len(cubes.videos()) == 18  # every video of split 1, train and test
-    assert cubes.layers() == {"pool4": (256, 2, 2), "conv5_3": (256, 2, 2)}
+    channels = load_preset("toy")[0]["train-3d"]["channels"]  # the toy preset's width (paper: 256)
+    assert cubes.layers() == {"pool4": (channels, 2, 2), "conv5_3": (channels, 2, 2)}
     rel = cubes.videos()[0]
-    assert cubes.read(rel, "pool4").shape == (12, 256, 2, 2)
+    assert cubes.read(rel, "pool4").shape == (12, channels, 2, 2)
     assert np.isfinite(cubes.read(rel, "conv5_3").astype(np.float32)).all()
 
 

@@ -7,6 +7,10 @@ amount than all the others, and the paper's rule is a plain stride). A video sho
 one clip, padded to L frames by repeating its last frame; such videos are listed in
 :attr:`ClipDataset.padded` so the stage can say how many there were.
 
+With ``temporal_center`` every clip has its video's temporal mean (per channel and location, over all the
+video's frames) subtracted: what stays is how the maps change over time, the static scene is gone (see
+:meth:`ClipDataset.video_mean` and docs/models.md, "Temporal centering").
+
 Only the frames of the clip are read from HDF5 (``reader.read(rel, layer, a, b)``), never the whole video,
 and readers open their files lazily in each process, so the dataset works with DataLoader workers.
 
@@ -69,11 +73,14 @@ class ClipDataset(Dataset):
     e.g. attention maps or energies stored as a run of their own; its frames are read with the clip's
     window (and padded the same way). The layer read from an extra reader is the one called ``name`` when
     it has one, otherwise its only layer.
+
+    ``temporal_center`` subtracts the video's temporal mean (:meth:`video_mean`) from the ``x`` maps (not
+    from the extra entries).
     """
 
     def __init__(self, reader: FeatureReader, videos: list[tuple[str, int]], layers: list[str], *, clip_len: int,
                  clip_stride: int, dtype: torch.dtype = torch.float32,
-                 extra: dict[str, FeatureReader] | None = None):
+                 extra: dict[str, FeatureReader] | None = None, temporal_center: bool = False):
         if clip_len < 1:
             raise UserError(f"--clip-len must be at least 1, got {clip_len}")
         if clip_stride < 1:
@@ -86,6 +93,8 @@ class ClipDataset(Dataset):
         self.clip_len = clip_len
         self.clip_stride = clip_stride
         self.dtype = dtype
+        self.temporal_center = bool(temporal_center)
+        self._means: dict[tuple[int, str], torch.Tensor] = {}
         self._check_layers(reader, self.layers, "the feature cache")
 
         missing = [rel for rel, _ in self.videos if rel not in reader]
@@ -144,11 +153,30 @@ class ClipDataset(Dataset):
             x = torch.cat([x, pad], dim=0)
         return x
 
+    def video_mean(self, video: int, layer: str) -> torch.Tensor:
+        """The temporal mean ``(C, H, W)`` of one video's maps of ``layer`` (all its frames), in float32.
+
+        Read once per video and layer and kept (one map each: C*H*W floats, e.g. 100 KB for 512x7x7).
+        """
+        key = (video, layer)
+        mean = self._means.get(key)
+        if mean is None:
+            a = self.reader.read(self.videos[video][0], layer)  # (T, C, H, W)
+            mean = torch.from_numpy(a.astype(np.float32).mean(axis=0))
+            self._means[key] = mean
+        return mean
+
+    def _maps(self, clip: ClipSpec, layer: str, frames: int) -> torch.Tensor:
+        x = self._window(self.reader, clip.rel, layer, clip.start, frames)
+        if self.temporal_center:
+            x = (x.float() - self.video_mean(clip.video, layer)).to(self.dtype)
+        return x
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         clip = self.clips[i]
         frames = self.frames[clip.video]
         item: dict[str, Any] = {
-            "x": {layer: self._window(self.reader, clip.rel, layer, clip.start, frames) for layer in self.layers},
+            "x": {layer: self._maps(clip, layer, frames) for layer in self.layers},
             "label": clip.label,
             "video": clip.video,
             "start": clip.start,

@@ -9,6 +9,9 @@ LSTM are the outputs of the second convolution, ``(T, 256, H, W)`` per video.
 What this module holds:
 
 * :class:`Conv3DConfig`, :class:`LevelConv3D` (one level), :class:`MultiLevel3D` (one per level, by name);
+  every level starts with a fixed per-channel input standardization ``(x - mean) / std`` (our addition, see
+  :meth:`LevelConv3D.set_input_stats` and docs/models.md): identity until the stage sets it from the training
+  videos, stored as buffers so that checkpoints carry it;
 * :func:`deep_supervision_loss` — the sum over levels of the per-level cross-entropies;
 * :func:`channel_energy` and :func:`attention_regularization` — the normalized channel-sum energy ``E`` of the
   maps and the paper's ``lambda * sum_t sum_i (E_ti - att_ti)^2`` term that pulls the LSTM's attention to it.
@@ -55,14 +58,39 @@ class LevelConv3D(nn.Module):
     def __init__(self, config: Conv3DConfig) -> None:
         super().__init__()
         self.config = config
+        # Fixed input standardization (not trained): identity until set_input_stats. Buffers, so they are saved
+        # in and restored from checkpoints with the weights, and move with the module between devices.
+        self.register_buffer("input_mean", torch.zeros(config.in_channels))
+        self.register_buffer("input_std", torch.ones(config.in_channels))
         self.conv1 = nn.Conv3d(config.in_channels, config.channels, kernel_size=3, padding=1)
         self.conv2 = nn.Conv3d(config.channels, config.channels, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(config.channels, config.hidden)
         self.drop = nn.Dropout(config.dropout)
         self.fc2 = nn.Linear(config.hidden, config.num_classes)
 
+    @torch.no_grad()
+    def set_input_stats(self, mean: Tensor, std: Tensor, eps: float = 1e-6) -> None:
+        """Standardize every input channel with these (C_in,) statistics from now on.
+
+        The stage computes them on the training videos before training (per channel, over frames and
+        locations). Feature maps of a CNN have channels whose scales differ by orders of magnitude (and, with
+        random weights, are all tiny); standardizing puts them on one scale, so the default initialization and
+        learning rate suit every backbone. It is a fixed affine map of the input, so it changes nothing the
+        network could not represent, and for a backbone whose features are already well scaled it is harmless.
+        """
+        mean = torch.as_tensor(mean, dtype=self.input_mean.dtype).reshape(-1)
+        std = torch.as_tensor(std, dtype=self.input_std.dtype).reshape(-1)
+        if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
+            raise ValueError(f"expected ({self.config.in_channels},) statistics, got mean {tuple(mean.shape)} "
+                             f"and std {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std < 0).any():
+            raise ValueError("input statistics must be finite with std >= 0")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std.clamp_min(eps))  # a dead channel (std 0) stays 0 instead of becoming NaN
+
     def _convs(self, x: Tensor) -> Tensor:
         # x: (B, C_in, T, H, W) -> (B, C, T, H, W)
+        x = (x - self.input_mean[:, None, None, None]) / self.input_std[:, None, None, None]
         return F.relu(self.conv2(F.relu(self.conv1(x))))
 
     def cubes(self, x: Tensor) -> Tensor:

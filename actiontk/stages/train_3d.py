@@ -44,6 +44,12 @@ class Train3DConfig:
     """Dropout in the deep-supervision head."""
     att_lambda: float = 1000.0
     """λ of the attention regularization (paper: 1000); used only with --attention-from."""
+    standardize: bool = True
+    """Standardize every input channel with its mean and std over the training videos (our addition; the
+    statistics are stored in the model and its checkpoint)."""
+    temporal_center: bool = False
+    """Subtract each video's temporal mean from its maps (per channel and location) before the 3D convnet, so
+    it sees only what changes; off for the paper's recipe (see docs/models.md, "Temporal centering")."""
 
     def __post_init__(self) -> None:
         for name in ("clip_len", "clip_stride", "channels", "hidden"):
@@ -101,8 +107,13 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                                               num_classes=len(classes), dropout=cfg.dropout) for layer in layers})
     extra = {"attention": att_reader} if att_reader is not None else None
     train_set = ClipDataset(reader, train_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride,
-                            extra=extra)
-    val_set = ClipDataset(reader, test_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
+                            extra=extra, temporal_center=cfg.temporal_center)
+    val_set = ClipDataset(reader, test_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride,
+                          temporal_center=cfg.temporal_center)
+    if cfg.standardize:
+        # from the training videos only; a resumed run gets the same values back from its checkpoint
+        for layer, (mean, std) in input_stats(reader, train_videos, layers, cfg.temporal_center).items():
+            model.levels[layer].set_input_stats(mean, std)
     for ds_, what in ((train_set, "train"), (val_set, "test")):
         if ds_.padded:
             log(f"{len(ds_.padded)} {what} video(s) shorter than {cfg.clip_len} frames were padded by repeating "
@@ -114,11 +125,39 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                       run_dir=run.path, step=_step(cfg, att_reader is not None), console=console)
     history = trainer.fit(resume=resume)
     cubes = write_cubes(model, reader, train_videos + test_videos, run, cache_root, device=trainer.device,
-                        log=log, is_main=trainer.is_main)
+                        log=log, is_main=trainer.is_main, temporal_center=cfg.temporal_center)
     if trainer.is_main:
         last = history[-1] if history else {}
         upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": last, "cubes": str(cubes.path)})
     return run, cubes
+
+
+def input_stats(reader: store.FeatureReader, videos: list[tuple[str, int]], layers: list[str],
+                temporal_center: bool, max_videos: int = 256) -> dict[str, tuple[Any, Any]]:
+    """Per layer, the (C,) mean and std of every channel over the frames and locations of ``videos``.
+
+    At most ``max_videos`` of them (evenly spaced in sorted order) are read, which bounds the cost on large
+    datasets; with ``temporal_center`` the statistics are those of the centered maps the model will see.
+    """
+    import numpy as np
+
+    chosen = sorted(rel for rel, _ in videos)
+    if len(chosen) > max_videos:
+        chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, max_videos).round().astype(int)]
+    stats = {}
+    for layer in layers:
+        total, total_sq, count = 0.0, 0.0, 0
+        for rel in chosen:
+            a = reader.read(rel, layer).astype(np.float64)  # (T, C, H, W)
+            if temporal_center:
+                a = a - a.mean(axis=0, keepdims=True)
+            total = total + a.sum(axis=(0, 2, 3))
+            total_sq = total_sq + (a * a).sum(axis=(0, 2, 3))
+            count += a.shape[0] * a.shape[2] * a.shape[3]
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+        stats[layer] = (mean.astype(np.float32), std.astype(np.float32))
+    return stats
 
 
 def cubes_run_of(cache_root: Path, train_run: Run) -> Run:
@@ -152,8 +191,11 @@ def _step(cfg: Train3DConfig, with_attention: bool):
 
 
 def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]], train_run: Run, cache_root: Path,
-                *, device, log: Callable[[str], None], is_main: bool) -> Run:
-    """The 3D-conv outputs of every video, as a feature run keyed by the train-3d run (resumable)."""
+                *, device, log: Callable[[str], None], is_main: bool, temporal_center: bool = False) -> Run:
+    """The 3D-conv outputs of every video, as a feature run keyed by the train-3d run (resumable).
+
+    With ``temporal_center`` each video's temporal mean is subtracted first, as :class:`ClipDataset` did in
+    training."""
     import torch
 
     from actiontk.runtime import dist_info
@@ -181,6 +223,8 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
                 maps = {}
                 for layer, level in net.levels.items():
                     x = torch.from_numpy(reader.read(rel, layer)).to(device).float()[None]  # (1, T, C, H, W)
+                    if temporal_center:
+                        x = x - x.mean(dim=1, keepdim=True)
                     maps[layer] = level.cubes_chunked(x)[0].to(torch.float16).cpu().numpy()  # (T, 256, H, W)
                 slot.append(maps)
                 slot.finish()
