@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from actiontk.cache.runs import Run
+from actiontk.cache.runs import Run, read_jsonl
 from actiontk.errors import UserError
 
 REMOVABLE = ("partial", "stale")
@@ -230,7 +230,7 @@ def _describe_training(run: Run, st: RunStatus) -> None:
         return
     done = 0
     if (run.path / CHECKPOINT).is_file():  # epochs past the checkpoint are dropped when the run resumes
-        done = max((int(r.get("epoch", 0)) for r in _read_jsonl(run.path / METRICS) if r.get("split") == "train"),
+        done = max((int(r.get("epoch", 0)) for r in read_jsonl(run.path / METRICS) if r.get("split") == "train"),
                    default=0)
     st.progress = f"epoch {done}/{epochs}"
     st.why = ["training not finished" if not epochs or done < epochs else
@@ -245,21 +245,6 @@ def _accuracy(summary: dict) -> str:
     return ""
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The object lines of a JSONL file (a torn last line is skipped), as train.engine.read_jsonl without torch."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
 
 
 def _created(run: Run) -> datetime | None:

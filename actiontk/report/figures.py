@@ -8,7 +8,6 @@ datasets (class names) is drawn with mathtext parsing off, so a ``$`` in a name 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,9 @@ import numpy as np
 
 def read_metrics_log(path: Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl``; unreadable lines (a write cut short) are skipped."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and "epoch" in rec and "split" in rec:
-            records.append(rec)
-    return records
+    from actiontk.cache.runs import read_jsonl
+
+    return [rec for rec in read_jsonl(path) if "epoch" in rec and "split" in rec]
 
 
 def curves_series(records: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:

@@ -409,12 +409,6 @@ def _step(cfg: TrainGAPConfig):
     return step
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-    """(mAP over the classes with a positive, number of such classes): one-vs-rest AP on the scores."""
-    from sklearn.metrics import average_precision_score
-
-    aps = [average_precision_score(labels == k, scores[:, k]) for k in range(scores.shape[1]) if (labels == k).any()]
-    return (float(np.mean(aps)) if aps else float("nan")), len(aps)
 
 
 def write_predictions(model, cfg: TrainGAPConfig, classes: list[str], test_set, run: Run, *, device, batch_size: int,
@@ -443,7 +437,10 @@ def write_predictions(model, cfg: TrainGAPConfig, classes: list[str], test_set, 
     np.savez_compressed(run.path / "attention_samples.npz", rel=np.array([items[i].rel for i in pick]),
                         label=labels[pick], pred=s[pick].argmax(1), topdown=np.concatenate(tops)[pick],
                         bottomup=np.concatenate(bottoms)[pick], head=cfg.head)
-    mAP, with_positives = average_precision(s, labels)
+    from actiontk import metrics
+
+    mAP, skipped = metrics.mean_average_precision(metrics.average_precisions(labels, s))
+    with_positives = len(classes) - len(skipped)  # >= 1: every test image has a label, so mAP is defined
     summary = {"accuracy": float((s.argmax(1) == labels).mean()), "mAP": mAP, "classes_with_positives": with_positives,
                "test_images": n}
     atomic_write_json(run.path / "summary.json", summary)

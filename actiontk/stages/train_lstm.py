@@ -26,6 +26,7 @@ import numpy as np
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
+from actiontk.metrics import vote  # the paper's clip-voting rule, shared with evaluate
 from actiontk.stages import upstream
 from actiontk.stages.common import split_videos, train_key
 
@@ -146,14 +147,6 @@ def _step(cfg: TrainLSTMConfig, levels: list[str]):
     return step
 
 
-def vote(clip_preds: np.ndarray, clip_scores: np.ndarray, num_classes: int) -> int:
-    """Majority vote over a video's clip predictions; a tie goes to the tied class with the highest mean score."""
-    counts = np.bincount(clip_preds, minlength=num_classes)
-    tied = np.flatnonzero(counts == counts.max())
-    if len(tied) == 1:
-        return int(tied[0])
-    mean = clip_scores.mean(0)
-    return int(tied[np.argmax(mean[tied])])
 
 
 def write_predictions(model, cfg: TrainLSTMConfig, levels: list[str], classes: list[str], train_set, test_set,

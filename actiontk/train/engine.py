@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from actiontk.cache.runs import atomic_write_text
+from actiontk.cache.runs import atomic_write_text, read_jsonl  # noqa: F401 (read_jsonl: part of this API)
 from actiontk.data.clips import ClipSampler, derive_seed
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
@@ -222,18 +222,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The well-formed object lines of a JSONL file (a torn or foreign line is skipped)."""
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                records.append(rec)
-    return records
 
 
 def rng_state() -> dict[str, Any]:
