@@ -112,3 +112,91 @@ def test_no_upstream_is_a_clear_error(tmp_path: Path, capsys):
 def test_bad_fusion(cache: Path, capsys):
     assert cli_run(["train-lstm", "--fusion", "middle", "--cache", str(cache)]) == 2
     assert "--fusion must be early or late" in capsys.readouterr().err
+
+
+def test_preset_follows_the_upstream_run_the_stage_reads(tmp_path: Path):
+    """Without --dataset a training command takes its preset from the run it will read (the newest complete
+    one, or the one named), not from a newer run that is still partial."""
+    import json
+    import time
+
+    from actiontk.cache.runs import RUN_FILE, open_run, release
+    from actiontk.commands.train import _dataset_for_preset
+    from actiontk.stages.upstream import is_complete, mark_complete
+
+    older = open_run(tmp_path, "cubes", 1, {"n": 1}, inputs={"dataset": "toy", "split": 1})
+    mark_complete(older, {})
+    newer = open_run(tmp_path, "cubes", 1, {"n": 2}, inputs={"dataset": "hmdb51", "split": 1})
+    info = json.loads((newer.path / RUN_FILE).read_text())
+    info["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + 60))
+    (newer.path / RUN_FILE).write_text(json.dumps(info))
+    for run in (older, newer):
+        release(run.path)
+
+    pick = dict(split=None, complete=is_complete)
+    assert _dataset_for_preset(tmp_path, None, "cubes", run=None, **pick) == "toy"  # hmdb51's run is partial
+    mark_complete(newer, {})
+    assert _dataset_for_preset(tmp_path, None, "cubes", run=None, **pick) == "hmdb51"
+    assert _dataset_for_preset(tmp_path, None, "cubes", run=str(older.path), **pick) == "toy"
+    assert _dataset_for_preset(tmp_path, "UCF101", "cubes", run=None, **pick) == "ucf101"
+    assert _dataset_for_preset(tmp_path / "empty", None, "cubes", run=None, **pick) == "toy"
+
+
+CUBES_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+import torch
+import torch.distributed as dist
+sys.path.insert(0, {repo!r})
+from actiontk.cache.features import FeatureReader
+from actiontk.cache.runs import Run, RUN_FILE
+from actiontk.models.conv3d import Conv3DConfig, MultiLevel3D
+from actiontk.stages.train_3d import write_cubes
+import json
+
+out, cache, train_dir = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = MultiLevel3D({{"pool4": Conv3DConfig(in_channels=3, num_classes=2, channels=4, hidden=4)}})
+reader = FeatureReader(out / "features")
+videos = [(f"v{{i}}.avi", i % 2) for i in range(5)]
+train = Run(train_dir, json.loads((train_dir / RUN_FILE).read_text()))
+if rank == 1:
+    time.sleep(1.0)  # the slow rank reads the index after the fast one has written to it (without the barrier)
+for _ in range(2):  # the second call finds every video done on both ranks and must not hang or re-mark
+    cubes = write_cubes(model, reader, videos, train, cache, device=torch.device("cpu"), log=lambda m: None,
+                        is_main=rank == 0)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_write_cubes_under_two_ranks_covers_every_video(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from actiontk.cache.runs import open_run, release
+    from actiontk.stages.train_3d import cubes_run_of
+    from actiontk.stages.upstream import is_complete
+    from tests.test_toy_pipeline_accuracy import random_cache
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip(f"torchrun is not installed beside {sys.executable}")
+    random_cache(tmp_path / "features", {f"v{i}.avi": 4 + i for i in range(5)})
+    cache = tmp_path / "cache"
+    train = open_run(tmp_path, "train", 1, {"x": 1}, inputs={"dataset": "toy", "split": 1})
+    release(train.path)
+    (tmp_path / "cubes.py").write_text(CUBES_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1])))
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(tmp_path / "cubes.py"),
+                             str(tmp_path), str(cache), str(train.path)], capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    cubes = cubes_run_of(cache, train)
+    assert is_complete(cubes)
+    reader = FeatureReader(cubes.path)
+    assert sorted(reader.index.videos) == [f"v{i}.avi" for i in range(5)]
+    assert [reader.read(f"v{i}.avi", "pool4").shape for i in range(5)] == [(4 + i, 4, 2, 2) for i in range(5)]

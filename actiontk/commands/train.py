@@ -9,28 +9,32 @@ from rich.console import Console
 from rich.markup import escape
 
 
-def _dataset_for_preset(cache_root: Path, dataset: str | None, stage_before: str) -> str:
-    """The dataset whose preset applies: the one asked for, else that of the newest upstream run."""
-    from actiontk.cache.runs import list_runs
+def _dataset_for_preset(cache_root: Path, dataset: str | None, stage_before: str, *, run: str | None,
+                        split: int | None, complete, default: str = "toy") -> str:
+    """The dataset whose preset applies: the one asked for, else that of the upstream run the stage will read
+    (the one named, else the newest complete one -- the same choice the stage makes)."""
+    from actiontk.errors import UserError
+    from actiontk.stages.upstream import pick_run, run_dataset
 
     if dataset:
         return dataset.lower()
-    for run in list_runs(cache_root, stage_before):
-        name = run.info.get("inputs", {}).get("dataset")
-        if name:
-            return name
-    return "toy"
+    try:
+        chosen, _ = pick_run(cache_root, stage_before, dataset=None, split=split, run=run,
+                             complete=complete, next_step="", log=lambda m: None)
+    except UserError:  # no usable upstream run: the stage itself says so, with the command to run first
+        return default
+    return run_dataset(chosen) or default
 
 
 def run_train_3d(dataset: str | None, split: int | None, *, features: str | None, attention_from: str | None,
                  resume: bool, cache: Path | None, config: Path | None, overrides: dict[str, Any]) -> None:
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
-    from actiontk.stages.train_3d import Train3DConfig, train_3d
+    from actiontk.stages.train_3d import Train3DConfig, extract_complete, train_3d
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = _dataset_for_preset(root, dataset, "extract")
+    preset = _dataset_for_preset(root, dataset, "extract", run=features, split=split, complete=extract_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-3d", Train3DConfig, config, overrides)
     run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
                           attention_from=attention_from, resume=resume, log=lambda m: console.print(escape(m)),
@@ -43,10 +47,11 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
     from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
+    from actiontk.stages.upstream import is_complete
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = _dataset_for_preset(root, dataset, "cubes")
+    preset = _dataset_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-lstm", TrainLSTMConfig, config, overrides)
     run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, resume=resume,
                      log=lambda m: console.print(escape(m)), console=console)
@@ -55,15 +60,14 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
 
 def run_train_gap(dataset: str | None, *, root: Path | None, features: str | None, resume: bool, cache: Path | None,
                   config: Path | None, overrides: dict[str, Any]) -> None:
-    from actiontk.cache.runs import list_runs, resolve_cache_root
+    from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
-    from actiontk.stages.train_gap import IMAGE_DATASETS, TrainGAPConfig, train_gap
+    from actiontk.stages.train_gap import TrainGAPConfig, _is_image_extract, train_gap
 
     root_cache = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = dataset.lower() if dataset else next(
-        (r.info["inputs"]["dataset"] for r in list_runs(root_cache, "extract")
-         if r.info.get("inputs", {}).get("dataset") in IMAGE_DATASETS), "mpii")
+    preset = _dataset_for_preset(root_cache, dataset, "extract", run=features, split=None,
+                                 complete=_is_image_extract, default="mpii")
     cfg, tcfg = resolve_stage_configs(preset, "train-gap", TrainGAPConfig, config, overrides)
     run = train_gap(cfg, tcfg, root_cache, dataset=dataset, root=root, features=features, resume=resume,
                     log=lambda m: console.print(escape(m)), console=console)

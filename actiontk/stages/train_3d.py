@@ -202,14 +202,30 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
 
     cubes_run = cubes_run_of(cache_root, train_run)
     rank, world, _, _ = dist_info()
+
+    def barrier() -> None:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
     store.remove_incomplete(cubes_run.path, rank)
     done = store.load_index(cubes_run.path)
     todo = [v for v in sorted(videos) if v[0] not in done.videos][rank::world]
-    if not todo:
+    barrier()  # every rank has read the same index before any rank adds to it (else a partition would shift)
+
+    def finish() -> Run:
+        barrier()  # every rank's shards are closed
         if is_main:
+            missing = [rel for rel, _ in videos if rel not in store.load_index(cubes_run.path).videos]
+            if missing:
+                raise RuntimeError(f"{len(missing)} videos have no cubes after writing (first: {missing[0]})")
             store.write_manifest(cubes_run.path)
             upstream.mark_complete(cubes_run, {"videos": len(videos)})
         return cubes_run
+
+    if not todo:
+        return finish()
     shapes = {layer: (m.config.channels, *reader.layers()[layer][1:]) for layer, m in model.levels.items()}
     writer = store.ShardWriter(cubes_run.path, shapes, rank=rank, videos_per_shard=64,
                                attrs={"run_key": cubes_run.key})
@@ -232,11 +248,4 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
     except BaseException:
         writer.abort()
         raise
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-    if is_main:
-        store.write_manifest(cubes_run.path)
-        upstream.mark_complete(cubes_run, {"videos": len(videos)})
-    return cubes_run
+    return finish()
