@@ -367,22 +367,24 @@ def test_schedules():
     ({"epochs": 0}, "--epochs must be at least 1"),
     ({"batch_size": 0}, "--batch-size"),
     ({"lr": 0.0}, "--lr"),
-    ({"optimizer": "rmsprop"}, "--optimizer must be adam, sgd or adamw"),
-    ({"momentum": 1.0}, "--momentum"),
-    ({"weight_decay": -1.0}, "--weight-decay"),
-    ({"schedule": "poly"}, "--schedule"),
-    ({"step_size": 0}, "--step-size"),
-    ({"gamma": 0.0}, "--gamma"),
-    ({"epochs": 3, "warmup_epochs": 3}, "--warmup-epochs"),
-    ({"grad_clip": 0.0}, "--grad-clip"),
+    ({"optimizer": "rmsprop"}, "`optimizer` must be adam, sgd or adamw"),
+    ({"momentum": 1.0}, "`momentum`"),
+    ({"weight_decay": -1.0}, "`weight_decay`"),
+    ({"schedule": "poly"}, "`schedule`"),
+    ({"step_size": 0}, "`step_size`"),
+    ({"gamma": 0.0}, "`gamma`"),
+    ({"epochs": 3, "warmup_epochs": 3}, "`warmup_epochs`"),
+    ({"grad_clip": 0.0}, "`grad_clip`"),
     ({"seed": -1}, "--seed"),
     ({"num_workers": -1}, "--num-workers"),
-    ({"precision": "fp8"}, "--precision"),
-    ({"log_every": 0}, "--log-every"),
+    ({"precision": "fp8"}, "`precision`"),
+    ({"log_every": 0}, "`log_every`"),
 ])
 def test_bad_config_values_are_user_errors(kw, flag):
-    with pytest.raises(UserError, match=flag):
+    with pytest.raises(UserError, match=flag) as info:
         TrainConfig(**kw)
+    # a setting with a command-line option names the option; a preset-only key says where to fix it
+    assert ("--config file" in str(info.value)) == flag.startswith("`"), str(info.value)
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path):
@@ -397,7 +399,7 @@ def test_bf16_autocast_on_cpu(tmp_path: Path):
 def test_bad_device_and_precision_are_user_errors(tmp_path: Path):
     with pytest.raises(UserError, match="--device"):
         make_trainer(tmp_path, make_cfg(device="tpu"))
-    with pytest.raises(UserError, match="--precision fp16 needs a CUDA device"):
+    with pytest.raises(UserError, match="`precision` fp16 needs a CUDA device"):
         make_trainer(tmp_path, make_cfg(device="cpu", precision="fp16"))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):

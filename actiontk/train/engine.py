@@ -63,6 +63,11 @@ StepFn = Callable[[nn.Module, dict], tuple[Tensor, dict[str, float]]]
 EvalFn = Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
 
 
+def _key(option: str) -> str:
+    """How an error names a training setting that only a preset sets (it has no command-line option)."""
+    return f"`{option.replace('-', '_')}`"
+
+
 @dataclass
 class TrainConfig:
     """Options shared by every training stage; stage presets in ``stages/*.toml`` set them, flags override."""
@@ -105,27 +110,29 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0 and math.isfinite(self.lr), f"--lr must be positive, got {self.lr}"),
-            (self.optimizer in ("adam", "sgd", "adamw"), f"--optimizer must be adam, sgd or adamw, "
+            (self.optimizer in ("adam", "sgd", "adamw"), f"{_key('optimizer')} must be adam, sgd or adamw, "
                                                          f"got {self.optimizer!r}"),
-            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
-            (self.schedule in ("cosine", "step", "constant"), f"--schedule must be cosine, step or constant, "
+            (0 <= self.momentum < 1, f"{_key('momentum')} must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"{_key('weight-decay')} must be non-negative, got {self.weight_decay}"),
+            (self.schedule in ("cosine", "step", "constant"), f"{_key('schedule')} must be cosine, step or constant, "
                                                               f"got {self.schedule!r}"),
-            (self.step_size >= 1, f"--step-size must be at least 1, got {self.step_size}"),
-            (0 < self.gamma <= 1, f"--gamma must be in (0, 1], got {self.gamma}"),
-            (0 <= self.warmup_epochs < self.epochs, f"--warmup-epochs must be at least 0 and less than --epochs "
-                                                    f"({self.epochs}), got {self.warmup_epochs}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be positive (or none), "
+            (self.step_size >= 1, f"{_key('step-size')} must be at least 1, got {self.step_size}"),
+            (0 < self.gamma <= 1, f"{_key('gamma')} must be in (0, 1], got {self.gamma}"),
+            (0 <= self.warmup_epochs < self.epochs,
+             f"{_key('warmup-epochs')} must be at least 0 and less than --epochs ({self.epochs}), "
+             f"got {self.warmup_epochs}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"{_key('grad-clip')} must be positive (or none), "
                                                            f"got {self.grad_clip}"),
             (self.seed >= 0, f"--seed must be non-negative, got {self.seed}"),
             (self.num_workers >= 0, f"--num-workers must be non-negative, got {self.num_workers}"),
-            (self.precision in ("auto", "fp32", "bf16", "fp16"), f"--precision must be auto, fp32, bf16 or fp16, "
-                                                                  f"got {self.precision!r}"),
-            (self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"),
+             f"{_key('precision')} must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
+            (self.log_every >= 1, f"{_key('log-every')} must be at least 1, got {self.log_every}"),
         ]
         for ok, message in checks:
             if not ok:
-                raise UserError(message)
+                raise UserError(message, "it is a preset key: fix it in the stage's section of the --config file"
+                                if message.startswith("`") else None)
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of --lr during epoch ``epoch`` (0-based)."""
@@ -601,7 +608,7 @@ class Trainer:
                     running = loss_sum.item() / count
                     if not math.isfinite(running):
                         raise UserError(f"training diverged: the loss is {running} at epoch {epoch + 1}, step {i}",
-                                        "lower --lr or set --grad-clip")
+                                        "lower --lr, or set grad_clip in the stage's section of a --config file")
                     progress.update(task, loss=f"{running:.4f}",
                                     rate=f"{count * self.world / (time.perf_counter() - start):.1f}")
                 progress.advance(task)
