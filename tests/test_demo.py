@@ -31,14 +31,14 @@ def demo_dir(tmp_path_factory) -> tuple[Path, list]:
 def test_demo_runs_every_stage_and_writes_its_files(demo_dir):
     work, results = demo_dir
     video, image = results
-    assert [s.stage for s in video.stages] == list(VIDEO_STAGES)
-    assert [s.stage for s in image.stages] == ["extract (images)", "train-gap", "evaluate"]
+    assert [s.stage for s in video.stages] == ["generate", *VIDEO_STAGES]
+    assert [s.stage for s in image.stages] == ["generate", "extract (images)", "train-gap", "evaluate"]
     cache = work / "cache"
     for stage in ("extract", "train-3d", "cubes", "train-lstm", "train-gap"):
         runs = [p for p in (cache / stage).iterdir() if p.is_dir()]
         assert runs, stage
-    lstm = video.stages[2].run
-    gap = image.stages[1].run
+    lstm = video.stages[3].run
+    gap = image.stages[2].run
     for run in (lstm, gap):
         for name in ("predictions.npz", "attention_samples.npz", "metrics.jsonl", "checkpoint.pt", "metrics.json",
                      "complete.json"):
@@ -77,6 +77,25 @@ def test_run_command_reuses_the_cache_and_stops_early(demo_dir, capsys, monkeypa
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "0 extracted, 18 cached" in out.out.replace("\n", " ") or "18 cached" in out.out
+
+
+def test_run_all_splits_reports_mean_and_std(demo_dir, capsys):
+    work, _ = demo_dir
+    cfg = work / "tiny-all.toml"
+    cfg.write_text('[extract]\nsize = 32\nworkers = 1\nbackbone = "vgg16"\nlayers = ["pool4", "conv5_3"]\n'
+                   'weights = "none"\n'
+                   '[train-3d]\nepochs = 1\nclip_len = 6\nclip_stride = 4\nchannels = 8\nhidden = 8\n'
+                   '[train-lstm]\nepochs = 1\nclip_len = 6\nclip_stride = 4\nlast = 3\nhidden = 8\nlayers = 2\n')
+    code = cli(["run", "toy", "--root", str(work / "toy"), "--all-splits", "--fusion", "early",
+                "--cache", str(work / "cache"), "--config", str(cfg)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    text = out.out.replace("\n", " ")
+    for split in (1, 2, 3):
+        assert f"split {split}: " in out.out, out.out
+    assert "over splits 1-3:" in out.out and "±" in out.out, out.out
+    # splits 2 and 3 test other groups of the same videos: nothing new to extract
+    assert text.count("0 extracted, 18 cached") >= 2 or text.count("18 cached") >= 2, out.out
 
 
 def test_parse_stages():

@@ -3,6 +3,7 @@ embedded toy data, offline)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,18 @@ class DemoProfile:
 
 
 PROFILES = {
-    "full": DemoProfile(toy=dict(classes=6, groups=12, clips=2, frames=16, size=64),
-                        toy_mpii=dict(classes=6, per_class=40, size=160)),
+    # The toy presets as they are (stages/toy.toml, stages/toy-mpii.toml) on the generators' default sizes.
+    "full": DemoProfile(toy={}, toy_mpii={}),
+    # Smaller data, features at 32 px and narrower, shorter training: the recipe of
+    # tests/test_toy_pipeline_accuracy.py for the videos (clips of 8 frames so a 16-frame video has 3 of them).
     "fast": DemoProfile(toy=dict(classes=6, groups=6, clips=2, frames=16, size=64),
-                        toy_mpii=dict(classes=6, per_class=20, size=128),
-                        overrides={"train-3d": {"epochs": 3}, "train-lstm": {"epochs": 4}},
-                        image_overrides={"extract": {"size": 128}, "train-gap": {"epochs": 8}}),
+                        toy_mpii=dict(classes=6, per_class=30, size=128),
+                        overrides={"extract": {"size": 32},
+                                   "train-3d": {"channels": 32, "hidden": 32, "epochs": 15,
+                                                "clip_len": 8, "clip_stride": 4},
+                                   "train-lstm": {"hidden": 64, "layers": 2, "epochs": 15, "last": 4,
+                                                  "clip_len": 8, "clip_stride": 4}},
+                        image_overrides={"extract": {"size": 128}, "train-gap": {"epochs": 30}}),
 }
 
 
@@ -96,7 +103,7 @@ def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = N
     """Generate the toy sets under ``workdir`` and run both pipelines with their cache in ``workdir/cache``."""
     from actiontk.datasets.toy import ToyConfig, generate_toy
     from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
-    from actiontk.stages.pipeline import run_images, run_video
+    from actiontk.stages.pipeline import StageResult, run_images, run_video
 
     console = console or Console(stderr=True)
     workdir = workdir.expanduser().resolve()
@@ -109,13 +116,20 @@ def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = N
     console.print("[bold]weights: none[/bold] — the backbones are randomly initialized (seeded), because nothing "
                   "can be downloaded offline; with --weights imagenet the same commands use the papers' features")
     console.rule("toy videos (UCF101 layout) → extract → train-3d → train-lstm (late fusion) → evaluate")
+    start = time.perf_counter()
     generate_toy(workdir / "toy", ToyConfig(**profile.toy))
+    generated = StageResult("generate", time.perf_counter() - start, workdir / "toy", "toy videos (UCF101 layout)")
     video = run_video("toy", workdir / "toy", 1, cache_root, fusion="late", overrides=profile.overrides,
                       formats=formats, log=log, console=console)
     console.rule("toy MPII images → extract (ResNet-101) → train-gap (gap + pose) → evaluate")
+    start = time.perf_counter()
     generate_toy_mpii(workdir / "toy-mpii", ToyMPIIConfig(**profile.toy_mpii))
+    generated_mpii = StageResult("generate", time.perf_counter() - start, workdir / "toy-mpii",
+                                 "toy MPII (images, .mat, lists)")
     image = run_images("toy-mpii", workdir / "toy-mpii", cache_root, overrides=profile.image_overrides,
                        formats=formats, log=log, console=console)
+    video.stages.insert(0, generated)
+    image.stages.insert(0, generated_mpii)
     return [video, image]
 
 
