@@ -4,13 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_DIR ?= demo
+DEMO_DIR ?= actiontk-demo
+DEMO_ARGS ?=
 
 .PHONY: demo test lint clean-venv
 
+# Both pipelines on the embedded toy data (`make demo DEMO_ARGS=--fast` for the short one).
 demo: $(STAMP)
-	$(BIN)/actiontk datasets toy $(DEMO_DIR)/toy --seed 0
-	$(BIN)/actiontk datasets check toy --root $(DEMO_DIR)/toy --split 1 --decode
+	$(BIN)/actiontk demo --workdir $(DEMO_DIR) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -46,44 +45,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpuclock import Clock, own_cpu_seconds  # bench/ is on sys.path when a script here runs
+
 BACKBONE = "vgg16"
 LAYERS = ["pool4", "conv5_3"]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- helpers shared by parent and workers ----------------------------------------------------------------
-
-
-def _cpu_busy_seconds() -> float:
-    """Machine-wide busy CPU time (all cores) since boot, from /proc/stat (0 where unavailable)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
-
-
-def _own_cpu_seconds() -> float:
-    """CPU time of this process and of its waited-for children (decoder processes)."""
-    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-
-class _Clock:
-    """Wall time, this process's CPU and everybody else's CPU over a measured section."""
-
-    def __enter__(self) -> _Clock:
-        self.t0, self.own0, self.busy0 = time.perf_counter(), _own_cpu_seconds(), _cpu_busy_seconds()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.t0
-        own = _own_cpu_seconds() - self.own0
-        busy = _cpu_busy_seconds() - self.busy0
-        self.cores = own / self.wall if self.wall else 0.0
-        self.foreign = max(0.0, busy - own) / self.wall if self.wall else 0.0
 
 
 def _videos(root: Path) -> list[Path]:
@@ -142,7 +110,7 @@ def work_backbone(spec: dict) -> dict:
         for x in xs[:2]:  # warm-up: oneDNN / cuDNN primitive creation, allocator growth
             forward(x)
         _sync(device)
-        with _Clock() as clock:
+        with Clock() as clock:
             for x in xs:
                 forward(x)
             _sync(device)
@@ -162,7 +130,7 @@ def work_decode(spec: dict) -> dict:
         best = []
         for _ in range(spec["repeats"]):
             reader = get_reader(backend)
-            with _Clock() as clock:
+            with Clock() as clock:
                 n = sum(len(c) for p in paths for c in reader.iter_chunks(p, chunk=16))
             best.append((n / clock.wall, clock))
         fps, clock = sorted(best, key=lambda t: t[0])[len(best) // 2]
@@ -174,7 +142,7 @@ def work_decode(spec: dict) -> dict:
             start = time.perf_counter() - t0
             best = []
             for _ in range(spec["repeats"]):
-                with _Clock() as clock:
+                with Clock() as clock:
                     n = sum(len(c) for p in paths for c in dec.iter_chunks(p, chunk=16))
                 best.append((n / clock.wall, clock))
         fps, clock = sorted(best, key=lambda t: t[0])[len(best) // 2]
@@ -201,18 +169,18 @@ def work_pipeline(spec: dict) -> dict:
         out = compute(self, parts)
         ends.append((time.perf_counter(), sum(len(f) for _, f in parts)))
         if len(ends) == 1:
-            cpu_first.append(_own_cpu_seconds())
+            cpu_first.append(own_cpu_seconds())
         return out
 
     stage._Batcher.compute = timed
     cfg = stage.ExtractConfig(backbone=BACKBONE, layers=list(LAYERS), size=spec["size"], weights="none",
                               batch_size=spec["batch_size"], workers=spec["workers"], device=spec["device"])
-    with tempfile.TemporaryDirectory(dir=spec.get("tmp")) as cache, _Clock() as clock:
+    with tempfile.TemporaryDirectory(dir=spec.get("tmp")) as cache, Clock() as clock:
         t0 = clock.t0
         result = stage.extract("toy", Path(spec["root"]), 1, cfg, Path(cache), log=lambda m: None,
                                progress_console=Console(stderr=True))
         t_end = time.perf_counter()
-        cpu_end = _own_cpu_seconds()  # decoder processes have been joined: their CPU time is in
+        cpu_end = own_cpu_seconds()  # decoder processes have been joined: their CPU time is in
     import torch
 
     first_end, first_n = ends[0]
@@ -245,7 +213,7 @@ def work_naive(spec: dict) -> dict:
     with torch.inference_mode():
         model(transform(torch.from_numpy(reader.read(paths[0])[:1]).to(device).permute(0, 3, 1, 2)))  # warm-up
     n = 0
-    with _Clock() as clock:
+    with Clock() as clock:
         for p in paths:
             frames = reader.read(p)
             for frame in frames:

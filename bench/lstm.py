@@ -27,7 +27,6 @@ Results are documented in docs/performance.md ("joint LSTM").
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from actiontk.models.joint_lstm import JointAttentionLSTM, JointLSTMConfig, pyramid_regions
+from cpuclock import cpu_busy_seconds  # bench/ is on sys.path when a script here runs
 
 
 class NaiveJointCell(nn.Module):
@@ -143,17 +143,6 @@ class PlainLSTM(nn.Module):
         return self.classifier(self.drop(h)), None
 
 
-def _cpu_busy() -> float:
-    """Seconds of busy CPU time, all cores, since boot (0 where /proc/stat is missing)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [float(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -173,12 +162,12 @@ def time_training(model: nn.Module, inputs, target: Tensor, iters: int, device: 
 
     step()
     _sync(device)
-    busy0, own0, t0 = _cpu_busy(), time.process_time(), time.perf_counter()
+    busy0, own0, t0 = cpu_busy_seconds(), time.process_time(), time.perf_counter()
     for _ in range(iters):
         step()
     _sync(device)
     wall = time.perf_counter() - t0
-    foreign = max(0.0, (_cpu_busy() - busy0) - (time.process_time() - own0)) / wall
+    foreign = max(0.0, (cpu_busy_seconds() - busy0) - (time.process_time() - own0)) / wall
     return wall / iters, foreign
 
 
