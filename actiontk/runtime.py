@@ -47,5 +47,5 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "fp32"
     if precision == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA device", "use fp32 or bf16 on CPU")
+        raise UserError("precision fp16 needs a CUDA device", "use fp32 or bf16 on CPU")
     return precision

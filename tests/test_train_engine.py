@@ -399,7 +399,7 @@ def test_bf16_autocast_on_cpu(tmp_path: Path):
 def test_bad_device_and_precision_are_user_errors(tmp_path: Path):
     with pytest.raises(UserError, match="--device"):
         make_trainer(tmp_path, make_cfg(device="tpu"))
-    with pytest.raises(UserError, match="`precision` fp16 needs a CUDA device"):
+    with pytest.raises(UserError, match="precision fp16 needs a CUDA device"):
         make_trainer(tmp_path, make_cfg(device="cpu", precision="fp16"))
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
