@@ -115,7 +115,8 @@ def datasets_toy_mpii(
 
 # -- stages ---------------------------------------------------------------------------------------------
 
-Cache = Annotated[Path | None, typer.Option("--cache", help="Cache root (default: $ACTIONTK_CACHE or ./cache).")]
+Cache = Annotated[Path | None, typer.Option(
+    "--cache", help="Cache root (default: $ACTIONTK_CACHE, else the checkout's cache/, else ~/.cache/actiontk).")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML preset to use instead of stages/DATASET.toml.")]
 
 
@@ -124,7 +125,7 @@ def extract(
     dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder, images, mpii or toy-mpii.")],
     root: Annotated[Path, typer.Option("--root", help="The dataset's folder.")],
     split: Split = 1,
-    backbone: Annotated[str | None, typer.Option(help="vgg16 or resnet101.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="vgg16, resnet101, resnet50 or resnet18.")] = None,
     layers: Annotated[list[str] | None, typer.Option(help="Layer to store (repeat or comma-separate).")] = None,
     size: Annotated[int | None, typer.Option(help="Frames are resized and center-cropped to SIZE x SIZE.")] = None,
     frame_stride: Annotated[int | None, typer.Option(help="Keep every S-th frame.")] = None,
@@ -153,9 +154,11 @@ def extract(
 
 # options shared by the training stages (None = take the preset's value)
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Use runs of this dataset (default: newest).")]
-SplitOpt = Annotated[int | None, typer.Option("--split", help="Split (default: the upstream run's newest).")]
+SplitOpt = Annotated[int | None, typer.Option(
+    "--split", help="Split (default: the highest split the upstream run serves).")]
 Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Clips per batch.")]
+BatchSize = Annotated[int | None, typer.Option(
+    "--batch-size", help="Training samples per batch (clips, or images for train-gap).")]
 LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
 ClipLen = Annotated[int | None, typer.Option("--clip-len", help="L1: frames per clip.")]
 ClipStride = Annotated[int | None, typer.Option("--clip-stride", help="A clip starts every S frames.")]
@@ -238,6 +241,7 @@ def train_gap(
     dataset: DatasetOpt = None,
     root: Annotated[Path | None, typer.Option("--root", help="--finetune: the dataset's folder.")] = None,
     features: Annotated[str | None, typer.Option(help="Extract run to read (default: newest image run).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="--finetune: resnet101, resnet50 or resnet18.")] = None,
     weights: Annotated[str | None, typer.Option(help="--finetune: imagenet, none or PATH.")] = None,
     resize: Annotated[int | None, typer.Option(help="--finetune: shorter side before cropping.")] = None,
     crop: Annotated[int | None, typer.Option(help="--finetune: square crop size.")] = None,
@@ -256,8 +260,8 @@ def train_gap(
 
     run_train_gap(dataset, root=root, features=features, resume=resume, cache=cache, config=config,
                   overrides=dict(head=head, depth=depth, pose=pose, pose_weight=pose_weight, dropout=dropout,
-                                 width=width, finetune=finetune, weights=weights, resize=resize, crop=crop,
-                                 epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                                 width=width, finetune=finetune, backbone=backbone, weights=weights, resize=resize,
+                                 crop=crop, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                                  num_workers=num_workers, seed=seed))
 
 
@@ -300,7 +304,8 @@ def run_pipeline(
 def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the toy data, cache and reports go.")] = Path(
         "actiontk-demo"),
-    fast: Annotated[bool, typer.Option("--fast", help="Smaller data and fewer epochs (a few minutes).")] = False,
+    fast: Annotated[bool, typer.Option("--fast", help="Smaller data, features at 32 px, narrower models "
+                                       "(goal: under 3 minutes on 2 CPU cores).")] = False,
 ) -> None:
     """Both pipelines on the embedded toy data, offline: videos (joint attention) and images (GAP)."""
     from actiontk.commands.pipeline import demo as run_demo
@@ -363,10 +368,34 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(e.format_message(), e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         return _fail("interrupted; finished work is kept, run the same command again to resume", 130)
-    except Exception as e:  # a bug, not a user error
+    except Exception as e:  # a bug, not a user error -- unless the machine ran out of disk or memory
         if _state["debug"]:
             raise
+        resource = _out_of_resources(e)
+        if resource:
+            return _fail(resource, 2)
         return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+
+
+def _out_of_resources(e: BaseException) -> str | None:
+    """A one-line message for running out of disk or memory (every stage writes atomically, so finished work
+    is intact and a re-run resumes), or None for anything else."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return (f"out of disk space{where}; finished work is kept -- free space (e.g. `actiontk status --gc`) "
+                "or point --cache at a larger disk, then run the same command again to resume")
+    torch = sys.modules.get("torch")
+    oom = isinstance(e, MemoryError) or (torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())))
+    if not oom and isinstance(e, RuntimeError):
+        text = str(e)
+        oom = "out of memory" in text.lower() or "can't allocate memory" in text
+    if oom:
+        device = "GPU memory" if "cuda" in str(e).lower() or "gpu" in str(e).lower() else "memory"
+        return (f"out of {device}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}; finished work "
+                "is kept -- lower --batch-size (and --num-workers), then run the same command again to resume")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,3 +112,28 @@ def test_subprocess_errors_and_debug_traceback(tmp_path: Path):
 def test_subcommand_help(args: list[str], capsys):
     assert run(args) == 0
     assert "Usage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exc, words", [
+    (OSError(28, "No space left on device", "/cache/extract/x/shard-0003.h5.tmp"),
+     ["out of disk space writing /cache/extract/x/shard-0003.h5.tmp", "status --gc", "resume"]),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text"),
+     ["out of GPU memory: CUDA out of memory. Tried to allocate 2.00 GiB;", "--batch-size"]),
+    (MemoryError(), ["out of memory: MemoryError", "--batch-size"]),
+])
+def test_out_of_disk_or_memory_is_a_one_line_error(exc, words, capsys, monkeypatch):
+    def fail(*a, **k):
+        raise exc
+
+    monkeypatch.setattr("actiontk.commands.status.show_status", fail)
+    assert run(["status"]) == 2
+    err = one_line_error(capsys)
+    for w in words:
+        assert w in err, err
+    assert "internal error" not in err
+
+
+def test_a_bug_is_still_an_internal_error(capsys, monkeypatch):
+    monkeypatch.setattr("actiontk.commands.status.show_status", lambda *a, **k: 1 / 0)
+    assert run(["status"]) == 1
+    assert "internal error: ZeroDivisionError" in one_line_error(capsys)

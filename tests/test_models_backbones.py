@@ -198,6 +198,42 @@ def test_resnet_map_size_is_exact(resnet, size):
         assert tuple(out[layer].shape[-2:]) == resnet.map_size(layer, size), (layer, size)
 
 
+# -- the smaller ResNets: same taps and arithmetic as resnet101, their own channels ------------------------
+
+SMALL_RESNETS = {"resnet18": (64, 128, 256, 512), "resnet50": (256, 512, 1024, 2048)}
+
+
+@pytest.mark.parametrize("name", list(SMALL_RESNETS))
+def test_small_resnets_taps_channels_and_map_sizes(name, x64):
+    bb = build_backbone(name, RES_LAYERS, "none", seed=0)
+    assert known_layers(name) == RES_LAYERS and BACKBONES[name].batchnorm
+    assert BACKBONES[name].weights_name == f"ResNet{name[6:]}_Weights.IMAGENET1K_V1"
+    assert bb.channels == dict(zip(RES_LAYERS, SMALL_RESNETS[name], strict=True))
+    assert bb.strides == {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
+    assert bb.weights_id == "random(seed=0,bn=calibrated)"
+    # the random weights are torchvision's init under the seed, BatchNorm statistics calibrated
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ref = getattr(torchvision.models, name)().eval()
+    for key, value in bb.body.named_parameters():
+        assert torch.equal(value, ref.state_dict()[key]), key
+    ref.load_state_dict(bb.body.state_dict(), strict=False)
+    out = bb(x64)
+    with torch.no_grad():
+        h = ref.maxpool(ref.relu(ref.bn1(ref.conv1(x64))))
+        for layer in RES_LAYERS:
+            h = getattr(ref, layer)(h)
+            assert_same(out[layer], h, f"{name} {layer} vs manual chain", 0)
+    assert torch.isfinite(out["layer4"].half()).all() and 0.1 < float(out["layer4"].std()) < 100
+    # the spatial arithmetic against a real forward pass, odd sizes and the boundaries included
+    for size in (1, 2, 7, 32, 33, 47, 97, 160, 192, 193):
+        out = bb(torch.randn(1, 3, size, size))
+        for layer in RES_LAYERS:
+            assert tuple(out[layer].shape[-2:]) == layer_map_size(name, layer, size), (name, layer, size)
+            assert out[layer].shape[1] == bb.channels[layer]
+    assert min_size(name, "layer4", 7) == 193 and min_size(name, "layer3", 2) == 17
+
+
 EXPECTED_MIN = {
     # (backbone, layer): {grid: minimum --size}
     ("vgg16", "conv4_3"): {1: 8, 2: 16, 7: 56},
@@ -277,6 +313,7 @@ def test_validate_unknown_backbone_lists_known():
     with pytest.raises(UserError, match="unknown backbone 'vgg19'") as err:
         validate("vgg19", ["pool5"], 224, None)
     assert "vgg16" in err.value.hint and "resnet101" in err.value.hint
+    assert "resnet50" in err.value.hint and "resnet18" in err.value.hint
 
 
 def test_validate_layer_errors_list_the_layers():

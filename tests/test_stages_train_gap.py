@@ -136,6 +136,7 @@ def test_bad_options_are_user_errors(tmp_path: Path, toy: Path):
         (dict(dropout=1.0), "--dropout"),
         (dict(pose_weight=-1.0), "--pose-weight"),
         (dict(depth=20, width=64), "--width"),
+        (dict(backbone="vgg16", finetune=True), "--backbone must be one of resnet101, resnet50, resnet18"),
     ]:
         with pytest.raises(UserError, match=words):
             TrainGAPConfig(**kw)
@@ -162,8 +163,10 @@ def test_pose_needs_keypoints(tmp_path: Path):
     assert all(it.size == (30, 40) and it.people.shape == (0, 16, 3) for it in train + test)
 
 
-def test_cli_bad_head_is_one_line(capsys, tmp_path: Path):
-    code = cli(["train-gap", "--head", "bogus", "--cache", str(tmp_path)])
+@pytest.mark.parametrize(("args", "words"), [(["--head", "bogus"], "--head must be mean, attn or gap"),
+                                             (["--finetune", "--backbone", "alexnet"], "--backbone must be one of")])
+def test_cli_bad_option_is_one_line(capsys, tmp_path: Path, args: list[str], words: str):
+    code = cli(["train-gap", *args, "--cache", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "--head must be mean, attn or gap" in err
+    assert code == 2 and words in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -2,9 +2,10 @@
 
 What this module holds:
 
-* :data:`BACKBONES` — one :class:`BackboneSpec` per supported network (``vgg16``, ``resnet101``): the
-  torchvision builder, the ImageNet weights enum member, and for every tappable layer its graph node,
-  channel count, stride and the exact spatial arithmetic from the input to the tap.
+* :data:`BACKBONES` — one :class:`BackboneSpec` per supported network (``vgg16``, ``resnet101`` and the
+  smaller ``resnet50`` and ``resnet18``): the torchvision builder, the ImageNet weights enum member, and for
+  every tappable layer its graph node, channel count, stride and the exact spatial arithmetic from the input
+  to the tap.
 * :func:`validate` — cheap checks of a backbone/layers/size/grid request, no model built, so the CLI can
   reject impossible requests before any video is decoded.
 * :func:`build_backbone` — a :class:`FeatureBackbone`: the torchvision model cut with
@@ -95,6 +96,25 @@ _RES_STEM: tuple[Op, ...] = ((7, 2, 3), (3, 2, 1))  # conv1 7x7/2 pad 3, then ma
 # shortcut gives the same size, floor((h - 1) / 2) + 1, so one op describes the block.
 _RES_DOWN: Op = (3, 2, 1)
 
+
+
+def _resnet(name: str, weights_enum: str, widths: tuple[int, int, int, int]) -> BackboneSpec:
+    """A torchvision ResNet tapped after each of its four stages (``layer1`` .. ``layer4``, strides 4 .. 32).
+
+    The spatial ops are the same for every depth: the stem, then one downsampling block (the stride on the
+    first block's 3x3 conv, or on a basic block's first 3x3 conv, both pad 1) at the start of layer2..4.
+    IMAGENET1K_V1, not torchvision's DEFAULT where a V2 exists (trained with a 2021 recipe): the papers' era
+    weights.
+    """
+    return BackboneSpec(
+        name=name,
+        builder_name=name,
+        weights_name=f"{weights_enum}.IMAGENET1K_V1",
+        layers={f"layer{i + 1}": LayerSpec(f"layer{i + 1}", widths[i], 4 * 2**i, _RES_STEM + (_RES_DOWN,) * i)
+                for i in range(4)},
+    )
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
         name="vgg16",
@@ -112,18 +132,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             "pool5": LayerSpec("features.30", 512, 32, (_POOL2,) * 5),
         },
     ),
-    "resnet101": BackboneSpec(
-        name="resnet101",
-        builder_name="resnet101",
-        # IMAGENET1K_V1, not torchvision's DEFAULT (V2, trained with a 2021 recipe): the papers' era weights.
-        weights_name="ResNet101_Weights.IMAGENET1K_V1",
-        layers={
-            "layer1": LayerSpec("layer1", 256, 4, _RES_STEM),
-            "layer2": LayerSpec("layer2", 512, 8, _RES_STEM + (_RES_DOWN,)),
-            "layer3": LayerSpec("layer3", 1024, 16, _RES_STEM + (_RES_DOWN,) * 2),
-            "layer4": LayerSpec("layer4", 2048, 32, _RES_STEM + (_RES_DOWN,) * 3),
-        },
-    ),
+    "resnet101": _resnet("resnet101", "ResNet101_Weights", (256, 512, 1024, 2048)),
+    # Smaller ResNets with the same taps and strides (layer4 at stride 32): resnet50 (bottleneck blocks, the same
+    # channels as resnet101) and resnet18 (basic blocks, 64..512 channels), e.g. for fine-tuning on a CPU.
+    "resnet50": _resnet("resnet50", "ResNet50_Weights", (256, 512, 1024, 2048)),
+    "resnet18": _resnet("resnet18", "ResNet18_Weights", (64, 128, 256, 512)),
 }
 
 

@@ -41,6 +41,7 @@ from actiontk.stages.common import train_key
 STAGE = "train-gap"
 SCHEMA = 2  # 2: inputs standardized per channel
 IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
+BACKBONES = ("resnet101", "resnet50", "resnet18")  # --finetune; resnet101 is the paper's
 
 
 @dataclass
@@ -66,7 +67,7 @@ class TrainGAPConfig:
     finetune: bool = False
     """Train end to end from the images (backbone trainable) instead of on cached maps."""
     backbone: str = "resnet101"
-    """--finetune: the backbone (the extract run's in cached mode)."""
+    """--finetune: resnet101 (the paper's), resnet50 or resnet18 (the extract run's in cached mode)."""
     layer: str = "layer4"
     """The feature layer the head reads (cached mode: must be in the extract run)."""
     weights: str = "imagenet"
@@ -99,6 +100,9 @@ class TrainGAPConfig:
             raise UserError(f"--sigma must be positive, got {self.sigma}")
         if self.crop > self.resize:
             raise UserError(f"--crop ({self.crop}) cannot exceed --resize ({self.resize})")
+        if self.backbone not in BACKBONES:
+            raise UserError(f"--backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}",
+                            "resnet101 is the paper's; the smaller ones fine-tune faster")
 
     def key(self) -> dict[str, Any]:
         """What changes the trained model: finetune-only options do not key a cached-mode run."""
@@ -348,7 +352,8 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         shapes = reader.layers()
         if cfg.layer not in shapes:
             raise UserError(f"{up.short} holds {', '.join(shapes)}, not {cfg.layer}",
-                            f"extract with --layers {cfg.layer}, or pass --layer {next(iter(shapes))}")
+                            f"extract with --layers {cfg.layer}, or set layer = \"{next(iter(shapes))}\" in the "
+                            "[train-gap] section of a --config file")
         classes, train_items, test_items = load_items(name, data_root, keep=lambda rel: rel in reader,
                                                       need_pose=cfg.pose, log=log)
         f = int(shapes[cfg.layer][0])
