@@ -305,3 +305,29 @@ def test_status_lists_runs(reference, capsys):
     assert cli_run(["status", "--cache", str(cache)]) == 0
     out = capsys.readouterr().out
     assert "complete" in out and "18/18 videos" in out and "vgg16" in out
+
+
+def test_threads_are_restored_and_omp_num_threads_is_respected(toy: Path, tmp_path: Path, monkeypatch):
+    """extract may raise torch's intra-op threads for itself, but a caller that trains next (the demo, a script)
+    gets its own setting back; with OMP_NUM_THREADS set, extract leaves the count alone."""
+    seen: list[int] = []
+    build = backbones.build_backbone
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return build(*a, **k)
+
+    monkeypatch.setattr(backbones, "build_backbone", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        extract("toy", toy, 1, ExtractConfig(**{**CFG, "workers": 1}), tmp_path / "a", log=lambda m: None)
+        assert seen[-1] == max(1, os.cpu_count() or 1)  # extract's own choice while it runs
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        extract("toy", toy, 1, ExtractConfig(**{**CFG, "workers": 1, "size": 64}), tmp_path / "b",
+                log=lambda m: None)
+        assert seen[-1] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

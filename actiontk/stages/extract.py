@@ -49,9 +49,9 @@ class ExtractConfig:
     """Options of ``actiontk extract``; defaults come from ``stages/<dataset>.toml`` ``[extract]``."""
 
     backbone: str = "vgg16"
-    """CNN: vgg16 or resnet101."""
+    """CNN: vgg16, resnet101, resnet50 or resnet18."""
     layers: list[str] = field(default_factory=lambda: ["pool4", "conv5_3"])
-    """Layers whose maps are stored (vgg16: conv4_3 pool4 conv5_3 pool5; resnet101: layer1..layer4)."""
+    """Layers whose maps are stored (vgg16: conv4_3 pool4 conv5_3 pool5; resnet*: layer1..layer4)."""
     size: int = 224
     """Frames are resized (shorter side) and center-cropped to size x size."""
     frame_stride: int = 1
@@ -485,7 +485,8 @@ def extract(
 
         import torch
 
-        if device.type == "cpu":
+        threads_before = torch.get_num_threads()
+        if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # the user's OMP_NUM_THREADS wins
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
         model = backbones.build_backbone(cfg.backbone, cfg.layers, cfg.weights, seed=cfg.seed).to(device)
         if device.type == "cuda":
@@ -502,6 +503,8 @@ def extract(
         except BaseException:
             writer.abort()
             raise
+        finally:
+            torch.set_num_threads(threads_before)  # a caller that trains next keeps its own setting
         if dist is not None:
             dist.barrier()
         if rank == 0:
