@@ -22,10 +22,33 @@ TINY = DemoProfile(
 )
 
 
+FIT_THREADS: list[int] = []  # torch's thread count each time a training stage fitted, in the first demo run
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> tuple[Path, list]:
+    import torch
+
+    from actiontk.train.engine import Trainer
+
     work = tmp_path_factory.mktemp("demo")
-    return work, run_demo(work, profile=TINY)
+    fit = Trainer.fit
+
+    def spy(self, *a, **k):
+        FIT_THREADS.append(torch.get_num_threads())
+        return fit(self, *a, **k)
+
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("OMP_NUM_THREADS", raising=False)
+        mp.setattr(Trainer, "fit", spy)
+        results = run_demo(work, profile=TINY)
+    assert torch.get_num_threads() == before  # the demo gives the caller its setting back
+    return work, results
+
+
+def test_demo_trains_on_one_thread(demo_dir):
+    assert FIT_THREADS == [1, 1, 1], FIT_THREADS  # train-3d, train-lstm, train-gap
 
 
 def test_demo_runs_every_stage_and_writes_its_files(demo_dir):

@@ -3,6 +3,7 @@ embedded toy data, offline)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +102,6 @@ PROFILES = {
 def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = None,
              formats: tuple[str, ...] = ("html",)) -> list:
     """Generate the toy sets under ``workdir`` and run both pipelines with their cache in ``workdir/cache``."""
-    from actiontk.datasets.toy import ToyConfig, generate_toy
-    from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
-    from actiontk.stages.pipeline import StageResult, run_images, run_video
-
     console = console or Console(stderr=True)
     workdir = workdir.expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +112,25 @@ def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = N
 
     console.print("[bold]weights: none[/bold] — the backbones are randomly initialized (seeded), because nothing "
                   "can be downloaded offline; with --weights imagenet the same commands use the papers' features")
+    import torch
+
+    threads = torch.get_num_threads()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        # The toy models are tiny: one thread trains them about as fast as several on an idle machine, and does
+        # not stall when another job holds a core (docs/performance.md, "demo"). extract picks its own count.
+        torch.set_num_threads(1)
+        log("training on 1 torch thread (the toy models are small; set OMP_NUM_THREADS to choose)")
+    try:
+        return _demo_pipelines(workdir, profile, cache_root, formats, log, console)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _demo_pipelines(workdir: Path, profile: DemoProfile, cache_root: Path, formats, log, console) -> list:
+    from actiontk.datasets.toy import ToyConfig, generate_toy
+    from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
+    from actiontk.stages.pipeline import StageResult, run_images, run_video
+
     console.rule("toy videos (UCF101 layout) → extract → train-3d → train-lstm (late fusion) → evaluate")
     start = time.perf_counter()
     generate_toy(workdir / "toy", ToyConfig(**profile.toy))
