@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,17 @@ def write_lines(path: Path, lines: list[str], newline: str = "\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(("".join(line + newline for line in lines)).encode())
     return path
+
+
+def torchrun(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` (gloo on CPU), one torch thread per rank; skips the test
+    where torchrun is not installed beside this interpreter."""
+    exe = Path(sys.executable).with_name("torchrun")
+    if not exe.exists():
+        pytest.skip(f"torchrun is not installed beside {sys.executable}")
+    env = {**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([str(exe), "--standalone", "--nproc_per_node=2", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def touch(path: Path, data: bytes = b"not decoded by the parser tests") -> Path:

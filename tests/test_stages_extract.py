@@ -21,6 +21,7 @@ from actiontk.datasets.toy import ToyConfig, generate_toy
 from actiontk.errors import UserError
 from actiontk.models import backbones
 from actiontk.stages.extract import ExtractConfig, extract
+from tests.conftest import torchrun
 
 TINY = ToyConfig(classes=6, groups=3, clips=1, frames=8, size=32)
 CFG = dict(size=32, weights="none", batch_size=8, workers=2, videos_per_shard=3)
@@ -284,15 +285,10 @@ def test_still_images(tmp_path: Path):
         assert np.allclose(got, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_two_ranks_under_torchrun_equal_one_process(reference, toy: Path, tmp_path: Path):
     cache = tmp_path / "ddp"
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "actiontk", "extract", "toy", "--root", str(toy),
-           *FAST_ARGS, "--workers", "1"]
-    env = cli_env(cache)
-    env["OMP_NUM_THREADS"] = "1"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = torchrun("-m", "actiontk", "extract", "toy", "--root", str(toy), *FAST_ARGS, "--workers", "1",
+                    env=cli_env(cache), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = next(cache.glob("extract/*"))
     ranks = {name.split("-")[1] for name in store.finished_shards(run_dir)}

@@ -174,26 +174,18 @@ dist.destroy_process_group()
 
 
 def test_write_cubes_under_two_ranks_covers_every_video(tmp_path: Path):
-    import os
-    import subprocess
-    import sys
-
     from actiontk.cache.runs import open_run, release
     from actiontk.stages.train_3d import cubes_run_of
     from actiontk.stages.upstream import is_complete
+    from tests.conftest import torchrun
     from tests.test_toy_pipeline_accuracy import random_cache
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        pytest.skip(f"torchrun is not installed beside {sys.executable}")
     random_cache(tmp_path / "features", {f"v{i}.avi": 4 + i for i in range(5)})
     cache = tmp_path / "cache"
     train = open_run(tmp_path, "train", 1, {"x": 1}, inputs={"dataset": "toy", "split": 1})
     release(train.path)
     (tmp_path / "cubes.py").write_text(CUBES_SCRIPT.format(repo=str(Path(__file__).resolve().parents[1])))
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(tmp_path / "cubes.py"),
-                             str(tmp_path), str(cache), str(train.path)], capture_output=True, text=True, timeout=180,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = torchrun(str(tmp_path / "cubes.py"), str(tmp_path), str(cache), str(train.path))
     assert result.returncode == 0, result.stderr[-3000:]
     cubes = cubes_run_of(cache, train)
     assert is_complete(cubes)

@@ -34,6 +34,7 @@ from actiontk.train.engine import (
     seed_everything,
     set_rng_state,
 )
+from tests.conftest import torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_VAL, BATCH = 60, 24, 8
@@ -490,14 +491,9 @@ dist.destroy_process_group()
 
 
 def test_ddp_under_torchrun(tmp_path: Path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        pytest.skip(f"torchrun is not installed beside {sys.executable}")
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(repo=str(REPO)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)],
-                            capture_output=True, text=True, timeout=180, env=env)
+    result = torchrun(str(script), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
