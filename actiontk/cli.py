@@ -387,15 +387,14 @@ def _out_of_resources(e: BaseException) -> str | None:
         return (f"out of disk space{where}; finished work is kept -- free space (e.g. `actiontk status --gc`) "
                 "or point --cache at a larger disk, then run the same command again to resume")
     torch = sys.modules.get("torch")
-    oom = isinstance(e, MemoryError) or (torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())))
-    if not oom and isinstance(e, RuntimeError):
-        text = str(e)
-        oom = "out of memory" in text.lower() or "can't allocate memory" in text
-    if oom:
-        device = "GPU memory" if "cuda" in str(e).lower() or "gpu" in str(e).lower() else "memory"
-        return (f"out of {device}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}; finished work "
-                "is kept -- lower --batch-size (and --num-workers), then run the same command again to resume")
-    return None
+    text = str(e)
+    oom = (isinstance(e, MemoryError) or (torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())))
+           or (isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text)))
+    if not oom:
+        return None
+    device = "GPU memory" if "cuda" in text.lower() or "gpu" in text.lower() else "memory"
+    return (f"out of {device}: {text.splitlines()[0][:160] if text else type(e).__name__}; finished work is kept "
+            "-- lower --batch-size (and --num-workers), then run the same command again to resume")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,6 @@ embedded toy data, offline)."""
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,23 +128,21 @@ def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = N
 def _demo_pipelines(workdir: Path, profile: DemoProfile, cache_root: Path, formats, log, console) -> list:
     from actiontk.datasets.toy import ToyConfig, generate_toy
     from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
-    from actiontk.stages.pipeline import StageResult, run_images, run_video
+    from actiontk.stages.pipeline import timed, run_images, run_video
 
     console.rule("toy videos (UCF101 layout) → extract → train-3d → train-lstm (late fusion) → evaluate")
-    start = time.perf_counter()
-    generate_toy(workdir / "toy", ToyConfig(**profile.toy))
-    generated = StageResult("generate", time.perf_counter() - start, workdir / "toy", "toy videos (UCF101 layout)")
+    generated: list = []  # the generation rows, put first in each pipeline's table
+    timed(generated, "generate", lambda: generate_toy(workdir / "toy", ToyConfig(**profile.toy)),
+           lambda _: "toy videos (UCF101 layout)", lambda _: workdir / "toy")
     video = run_video("toy", workdir / "toy", 1, cache_root, fusion="late", overrides=profile.overrides,
                       formats=formats, log=log, console=console)
     console.rule("toy MPII images → extract (ResNet-101) → train-gap (gap + pose) → evaluate")
-    start = time.perf_counter()
-    generate_toy_mpii(workdir / "toy-mpii", ToyMPIIConfig(**profile.toy_mpii))
-    generated_mpii = StageResult("generate", time.perf_counter() - start, workdir / "toy-mpii",
-                                 "toy MPII (images, .mat, lists)")
+    timed(generated, "generate", lambda: generate_toy_mpii(workdir / "toy-mpii", ToyMPIIConfig(**profile.toy_mpii)),
+           lambda _: "toy MPII (images, .mat, lists)", lambda _: workdir / "toy-mpii")
     image = run_images("toy-mpii", workdir / "toy-mpii", cache_root, overrides=profile.image_overrides,
                        formats=formats, log=log, console=console)
-    video.stages.insert(0, generated)
-    image.stages.insert(0, generated_mpii)
+    video.stages.insert(0, generated[0])
+    image.stages.insert(0, generated[1])
     return [video, image]
 
 

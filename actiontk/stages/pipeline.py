@@ -60,7 +60,7 @@ def _configs(preset: str, section: str, model_cls, config: Path | None, override
     return resolve_stage_configs(preset, section, model_cls, config, overrides)
 
 
-def _timed(results: list[StageResult], stage: str, fn: Callable[[], Any], note: Callable[[Any], str],
+def timed(results: list[StageResult], stage: str, fn: Callable[[], Any], note: Callable[[Any], str],
            run_of: Callable[[Any], Path | None]) -> Any:
     start = time.perf_counter()
     value = fn()
@@ -107,14 +107,14 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
         preset, source = load_preset(name, config)
         cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
                       source=str(source or "options"))
-        result = _timed(out.stages, "extract",
+        result = timed(out.stages, "extract",
                         lambda: extract(name, root, split, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = str(result.run.path)
     if "train-3d" in stages:
         cfg, tcfg = _configs(name, "train-3d", Train3DConfig, config, overrides.get("train-3d", {}))
-        _, cubes_run = _timed(out.stages, "train-3d",
+        _, cubes_run = timed(out.stages, "train-3d",
                               lambda: train_3d(cfg, tcfg, cache_root, dataset=name, split=split, features=features,
                                                log=log, console=console),
                               lambda r: f"cubes {r[1].short}", lambda r: r[0].path)
@@ -122,7 +122,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
     if "train-lstm" in stages:
         lstm_over = {**overrides.get("train-lstm", {}), **({"fusion": fusion} if fusion else {})}
         cfg, tcfg = _configs(name, "train-lstm", TrainLSTMConfig, config, lstm_over)
-        lstm = _timed(out.stages, "train-lstm",
+        lstm = timed(out.stages, "train-lstm",
                       lambda: train_lstm(cfg, tcfg, cache_root, dataset=name, split=split, cubes=cubes, log=log,
                                          console=console),
                       lambda r: f"{cfg.fusion} fusion", lambda r: r.path)
@@ -153,14 +153,14 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
         preset, source = load_preset(name, config)
         cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
                       source=str(source or "options"))
-        result = _timed(out.stages, "extract (images)",
+        result = timed(out.stages, "extract (images)",
                         lambda: extract(name, root, 1, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = str(result.run.path)
     if "train-gap" in stages:
         cfg, tcfg = _configs(name, "train-gap", TrainGAPConfig, config, overrides.get("train-gap", {}))
-        gap = _timed(out.stages, "train-gap",
+        gap = timed(out.stages, "train-gap",
                      lambda: train_gap(cfg, tcfg, cache_root, dataset=name, features=features, log=log,
                                        console=console),
                      lambda r: f"head {cfg.head}{' + pose' if cfg.pose else ''}", lambda r: r.path)

@@ -41,7 +41,6 @@ from actiontk.stages.common import train_key
 STAGE = "train-gap"
 SCHEMA = 2  # 2: inputs standardized per channel
 IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
-BACKBONES = ("resnet101", "resnet50", "resnet18")  # --finetune; resnet101 is the paper's
 
 
 @dataclass
@@ -100,8 +99,11 @@ class TrainGAPConfig:
             raise UserError(f"--sigma must be positive, got {self.sigma}")
         if self.crop > self.resize:
             raise UserError(f"--crop ({self.crop}) cannot exceed --resize ({self.resize})")
-        if self.backbone not in BACKBONES:
-            raise UserError(f"--backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}",
+        from actiontk.models.backbones import BACKBONES
+
+        usable = [name for name, spec in BACKBONES.items() if self.layer in spec.layers]  # the ResNets for layer4
+        if self.backbone not in usable:
+            raise UserError(f"--backbone must be one of {', '.join(usable)}, got {self.backbone!r}",
                             "resnet101 is the paper's; the smaller ones fine-tune faster")
 
     def key(self) -> dict[str, Any]:

@@ -64,8 +64,9 @@ EvalFn = Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
 
 
 def _key(option: str) -> str:
-    """How an error names a training setting that only a preset sets (it has no command-line option)."""
-    return f"`{option.replace('-', '_')}`"
+    """How an error names a training setting that only a preset sets (it has no command-line option); the
+    backquote also marks the message for the preset-file hint."""
+    return f"`{option}`"
 
 
 @dataclass
@@ -113,21 +114,21 @@ class TrainConfig:
             (self.optimizer in ("adam", "sgd", "adamw"), f"{_key('optimizer')} must be adam, sgd or adamw, "
                                                          f"got {self.optimizer!r}"),
             (0 <= self.momentum < 1, f"{_key('momentum')} must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"{_key('weight-decay')} must be non-negative, got {self.weight_decay}"),
+            (self.weight_decay >= 0, f"{_key('weight_decay')} must be non-negative, got {self.weight_decay}"),
             (self.schedule in ("cosine", "step", "constant"), f"{_key('schedule')} must be cosine, step or constant, "
                                                               f"got {self.schedule!r}"),
-            (self.step_size >= 1, f"{_key('step-size')} must be at least 1, got {self.step_size}"),
+            (self.step_size >= 1, f"{_key('step_size')} must be at least 1, got {self.step_size}"),
             (0 < self.gamma <= 1, f"{_key('gamma')} must be in (0, 1], got {self.gamma}"),
             (0 <= self.warmup_epochs < self.epochs,
-             f"{_key('warmup-epochs')} must be at least 0 and less than --epochs ({self.epochs}), "
+             f"{_key('warmup_epochs')} must be at least 0 and less than --epochs ({self.epochs}), "
              f"got {self.warmup_epochs}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"{_key('grad-clip')} must be positive (or none), "
+            (self.grad_clip is None or self.grad_clip > 0, f"{_key('grad_clip')} must be positive (or none), "
                                                            f"got {self.grad_clip}"),
             (self.seed >= 0, f"--seed must be non-negative, got {self.seed}"),
             (self.num_workers >= 0, f"--num-workers must be non-negative, got {self.num_workers}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"),
              f"{_key('precision')} must be auto, fp32, bf16 or fp16, got {self.precision!r}"),
-            (self.log_every >= 1, f"{_key('log-every')} must be at least 1, got {self.log_every}"),
+            (self.log_every >= 1, f"{_key('log_every')} must be at least 1, got {self.log_every}"),
         ]
         for ok, message in checks:
             if not ok:
