@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -106,38 +107,34 @@ def check_dataset(
     raise ProblemsFound(f"{len(report.problems)} problem(s) found")
 
 
-def make_toy(out: Path, *, workers: int | None, **config) -> None:
+def _generate_with_bar(what: str, generate: Callable[[Callable[[int, int], None]], dict]) -> dict:
+    """Run ``generate(progress)`` under a transient progress bar on stderr; its summary comes back."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    with Progress(
+        TextColumn(f"generating {what}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None)
+        return generate(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def make_toy(out: Path, *, workers: int | None, **config) -> None:
     from actiontk.datasets.toy import ToyConfig, generate_toy
 
     cfg = ToyConfig(**config)
-    with Progress(
-        TextColumn("generating toy videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("toy", total=None)
-        info = generate_toy(
-            out, cfg, workers=_workers(workers),
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    info = _generate_with_bar("toy videos", lambda progress: generate_toy(out, cfg, workers=_workers(workers),
+                                                                         progress=progress))
     verb = "already there, reused" if info.get("reused") else "written"
     print(f"toy dataset {verb}: {out} ({info.get('videos', '?')} videos, {len(info.get('classes', []))} classes)")
     print(f"next: actiontk datasets check toy --root {out} --split 1 --decode")
 
 
 def make_toy_mpii(out: Path, **config) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
 
     cfg = ToyMPIIConfig(**config)
-    with Progress(
-        TextColumn("generating toy MPII images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=Console(stderr=True), transient=True,
-    ) as bar:
-        task = bar.add_task("toy-mpii", total=None)
-        info = generate_toy_mpii(out, cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    info = _generate_with_bar("toy MPII images", lambda progress: generate_toy_mpii(out, cfg, progress=progress))
     verb = "already there, reused" if info.get("reused") else "written"
     print(f"toy MPII dataset {verb}: {out} ({info.get('images', '?')} images: {info.get('labelled', '?')} labelled in "
           f"{len(info.get('classes', []))} classes, {info.get('unlabelled', '?')} unlabelled)")
