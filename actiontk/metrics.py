@@ -4,9 +4,10 @@ Everything here takes integer labels ``(N,)`` in ``[0, K)``, predictions ``(N,)`
 ``(N, K)``; scikit-learn computes what it has (accuracy, balanced accuracy, average precision, top-k
 accuracy, the confusion matrix), the rest is a few lines of numpy. The definitions (see docs/evaluate.md):
 
-- **top-1 accuracy**: the fraction of items whose prediction is their label. A video's prediction is
-  either the majority vote over its clips' predictions (the joint attention paper's rule, :func:`vote`) or
-  the argmax of its clips' mean softmax (:func:`video_predictions` returns both).
+- **top-1 accuracy**: the fraction of items whose prediction is their label. A clip's label is the joint
+  attention paper's hard vote over its last L2 steps (Sec. 3.5, computed by ``train-lstm``). The paper does
+  not say how clips make a video's label; ours are the majority over its clips' labels (:func:`vote`) and,
+  beside it, the argmax of its clips' mean softmax (:func:`video_predictions` returns both).
 - **per-class accuracy**: the fraction of a class's items predicted as that class (recall); undefined
   (NaN) for a class with no item in the split. **Mean class accuracy** averages it over the classes that
   have items (scikit-learn's balanced accuracy).
@@ -28,10 +29,10 @@ TOP_KS = (3, 5)  # the top-k accuracies reported, where k < number of classes
 
 
 def vote(clip_preds: np.ndarray, clip_scores: np.ndarray, num_classes: int) -> int:
-    """Majority vote over one video's clip predictions (the paper's rule).
+    """Majority vote over one video's clip labels (ours: the paper is silent on clips -> video).
 
-    A tie goes to the tied class with the highest mean clip score; a tie in that too goes to the
-    smallest class index. This is the rule ``train-lstm`` applies when it writes ``video_vote``.
+    A tie goes to the tied class with the highest summed (equivalently mean) clip softmax; a tie in that too
+    goes to the smallest class index. This is the rule ``train-lstm`` applies when it writes ``video_vote``.
     """
     counts = np.bincount(np.asarray(clip_preds, np.int64), minlength=num_classes)
     tied = np.flatnonzero(counts == counts.max())
@@ -41,14 +42,18 @@ def vote(clip_preds: np.ndarray, clip_scores: np.ndarray, num_classes: int) -> i
     return int(tied[np.argmax(mean[tied])])
 
 
-def video_predictions(clip_video: np.ndarray, clip_scores: np.ndarray,
-                      num_videos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def video_predictions(clip_video: np.ndarray, clip_scores: np.ndarray, num_videos: int,
+                      clip_preds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per video from its clips: (vote prediction, mean-score prediction, mean clip softmax (V, K)).
 
-    ``clip_video[i]`` is the video index of clip i. Every video must have at least one clip.
+    ``clip_video[i]`` is the video index of clip i, ``clip_preds[i]`` its label (the paper's hard vote over
+    its last steps; default: the argmax of its score). Every video must have at least one clip.
     """
     clip_video = np.asarray(clip_video, np.int64)
     clip_scores = np.asarray(clip_scores, np.float64)
+    clip_preds = clip_scores.argmax(1) if clip_preds is None else np.asarray(clip_preds, np.int64)
+    if clip_preds.shape != clip_video.shape:
+        raise ValueError(f"{len(clip_preds)} clip labels for {len(clip_video)} clips")
     K = clip_scores.shape[1]
     counts = np.bincount(clip_video, minlength=num_videos)
     if len(counts) > num_videos or (counts[:num_videos] == 0).any():
@@ -59,9 +64,10 @@ def video_predictions(clip_video: np.ndarray, clip_scores: np.ndarray,
     voted = np.zeros(num_videos, np.int64)
     mean_scores = np.zeros((num_videos, K), np.float64)
     for v in range(num_videos):
-        scores = clip_scores[order[ends[v] - counts[v]:ends[v]]]  # (clips of v, K)
+        mine = order[ends[v] - counts[v]:ends[v]]
+        scores = clip_scores[mine]  # (clips of v, K)
         mean_scores[v] = scores.mean(0)
-        voted[v] = vote(scores.argmax(1), scores, K)
+        voted[v] = vote(clip_preds[mine], scores, K)
     return voted, mean_scores.argmax(1), mean_scores
 
 

@@ -79,10 +79,12 @@ def video_files(classes: list[str], rels: list[str], labels: list[int], clip_vid
                 clip_scores: list[list[float]]) -> dict:
     """predictions.npz as train-lstm writes it."""
     clip_video, clip_scores = np.array(clip_video), np.array(clip_scores, np.float32)
-    voted, mean_pred, mean_scores = M.video_predictions(clip_video, clip_scores, len(rels))
+    clip_pred = clip_scores.argmax(1)  # these clips' hard votes agree with their mean scores
+    voted, mean_pred, mean_scores = M.video_predictions(clip_video, clip_scores, len(rels), clip_pred)
     return {"predictions.npz": dict(
         classes=np.array(classes), clip_video=clip_video, clip_start=np.zeros(len(clip_video), np.int64),
-        clip_scores=clip_scores, video_rel=np.array(rels), video_label=np.array(labels), video_vote=voted,
+        clip_pred=clip_pred, clip_scores=clip_scores, video_rel=np.array(rels), video_label=np.array(labels),
+        video_vote=voted,
         video_mean=mean_pred, video_scores=mean_scores.astype(np.float32), last=2, clip_len=4)}
 
 
@@ -142,6 +144,22 @@ def test_unreadable_predictions_are_a_clear_error(tmp_path: Path, capsys):
     run = make_run(tmp_path, "train-lstm", split=2, config={}, files={"predictions.npz": bad})
     assert cli_run(["evaluate", str(run.path)]) == 2
     assert "videos without clips: [1]" in capsys.readouterr().err
+    old = {k: v for k, v in good.items() if k != "clip_pred"}  # written before the paper's hard clip vote
+    run = make_run(tmp_path, "train-lstm", split=3, config={}, files={"predictions.npz": old})
+    assert cli_run(["evaluate", str(run.path)]) == 2
+    assert "has no clip_pred" in capsys.readouterr().err
+
+
+def test_headline_vote_uses_the_stored_hard_clip_votes(tmp_path: Path):
+    # one video, three clips: the stored hard votes say class 0 twice, the mean softmax says class 1
+    files = video_files(["a", "b"], ["v0.avi"], [0], [0, 0, 0], [[.4, .6], [.45, .55], [.9, .1]])
+    files["predictions.npz"]["clip_pred"] = np.array([0, 0, 1])
+    run = make_run(tmp_path, "train-lstm", split=1, config={}, files=files)
+    from actiontk.stages.evaluate import load_predictions, summary
+
+    s = summary(load_predictions(run.path / "predictions.npz"))
+    assert s["top1_vote"] == 1.0 and s["clip_accuracy"] == pytest.approx(2 / 3)
+    assert s["clip_accuracy_mean"] == pytest.approx(1 / 3)
 
 
 def test_help_imports_nothing_heavy():
@@ -167,7 +185,9 @@ def test_evaluate_a_real_train_lstm_run(trained: Path, capsys):
     assert s["top1_vote"] == pytest.approx(stage_summary["video_accuracy_vote"])
     assert s["top1_mean_score"] == pytest.approx(stage_summary["video_accuracy_mean"])
     assert s["clip_accuracy"] == pytest.approx(stage_summary["clip_accuracy"])
-    assert set(s) == {"top1_vote", "top1_mean_score", "clip_accuracy", "mean_class_accuracy", "mAP", "top3", "top5"}
+    assert set(s) == {"top1_vote", "top1_mean_score", "clip_accuracy", "clip_accuracy_mean", "mean_class_accuracy",
+                      "mAP", "top3", "top5"}
+    assert s["clip_accuracy_mean"] == pytest.approx(stage_summary["clip_accuracy_mean"])
     assert m["kind"] == "video" and m["counts"] == {"items": 6, "clips": 12, "classes": 6, "classes_with_items": 6}
     assert np.asarray(m["confusion"]).sum() == 6 and len(m["per_class"]) == 6
     report = run_dir / "report"

@@ -98,6 +98,18 @@ def test_vote_is_the_rule_train_lstm_applies():
         assert M.vote(preds, scores, k) == stage_vote(preds, scores, k)
 
 
+def test_video_vote_counts_the_clip_labels_given():
+    # The clip labels are the paper's hard votes, which can differ from the argmax of the mean clip softmax.
+    clip_video = np.array([0, 0, 0])
+    clip_scores = np.array([[0.4, 0.6], [0.45, 0.55], [0.9, 0.1]])  # argmax 1, 1, 0
+    clip_preds = np.array([0, 0, 1])  # the hard votes
+    voted, mean_pred, _ = M.video_predictions(clip_video, clip_scores, 1, clip_preds)
+    assert voted.tolist() == [0] and mean_pred.tolist() == [0]
+    assert M.video_predictions(clip_video, clip_scores, 1)[0].tolist() == [1]  # default: argmax of the scores
+    with pytest.raises(ValueError, match="clip labels"):
+        M.video_predictions(clip_video, clip_scores, 1, np.array([0, 1]))
+
+
 def test_video_without_clips_is_refused():
     with pytest.raises(ValueError, match="videos without clips"):
         M.video_predictions(np.array([0, 0, 2]), np.full((3, 2), 0.5), 3)

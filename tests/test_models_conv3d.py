@@ -34,10 +34,10 @@ def test_level_shapes_no_nan_and_every_parameter_gets_a_gradient(hw: tuple[int, 
     x = torch.rand(B, T, C, *hw)
     cube, logits = level(x)
     assert cube.shape == (B, T, 16, *hw)
-    assert logits.shape == (B, K)
+    assert logits.shape == (B, T, K)  # deep supervision predicts at every time step
     assert torch.isfinite(cube).all() and torch.isfinite(logits).all()
     assert (cube >= 0).all(), "cubes are post-ReLU"
-    (F.cross_entropy(logits, torch.tensor([1, 3])) + cube.mean()).backward()
+    (F.cross_entropy(logits.flatten(0, 1), torch.tensor([1, 3]).repeat_interleave(T)) + cube.mean()).backward()
     for name, p in level.named_parameters():
         assert p.grad is not None, f"{name} got no gradient"
         assert torch.isfinite(p.grad).all(), name
@@ -87,11 +87,13 @@ def test_multilevel_forward_and_loss() -> None:
     xs = {"pool4": torch.rand(B, T, 8, 4, 4), "conv5_3": torch.rand(B, T, 6, 4, 4)}
     cubes, logits = model(xs)
     assert {k: tuple(v.shape) for k, v in cubes.items()} == {"pool4": (B, T, 16, 4, 4), "conv5_3": (B, T, 16, 4, 4)}
-    assert {k: tuple(v.shape) for k, v in logits.items()} == {"pool4": (B, K), "conv5_3": (B, K)}
+    assert {k: tuple(v.shape) for k, v in logits.items()} == {"pool4": (B, T, K), "conv5_3": (B, T, K)}
     target = torch.tensor([0, 4])
-    expected = F.cross_entropy(logits["pool4"], target) + F.cross_entropy(logits["conv5_3"], target)
-    torch.testing.assert_close(model.loss(logits, target), expected)
-    torch.testing.assert_close(deep_supervision_loss(logits, target), expected)
+    # - sum_t y log yhat_t per clip, averaged over the batch, summed over the levels
+    expected = sum(F.cross_entropy(lg.flatten(0, 1), target.repeat_interleave(T), reduction="sum") / B
+                   for lg in logits.values())
+    torch.testing.assert_close(model.loss(logits, target)[0], expected)
+    torch.testing.assert_close(deep_supervision_loss(logits, target)[0], expected)
     with pytest.raises(KeyError, match="conv5_3"):
         model({"pool4": xs["pool4"]})
 
@@ -107,7 +109,7 @@ def test_deep_supervision_loss_decreases_when_overfitting_a_tiny_batch() -> None
     losses = []
     for _ in range(15):
         opt.zero_grad()
-        loss = model.loss(model(xs)[1], target)
+        loss = model.loss(model(xs)[1], target)[0]
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -146,5 +148,58 @@ def test_attention_regularization() -> None:
     per_video = [sum((e[b, t, i] - att[b, t, i]).item() ** 2 for t in range(T) for i in range(4)) for b in range(B)]
     expected = 1000.0 * sum(per_video) / B
     assert attention_regularization(e, att, lam=1000.0).item() == pytest.approx(expected, rel=1e-5)
+    mean_over_t = attention_regularization(e, att, lam=1000.0, over_time="mean").item()
+    assert mean_over_t == pytest.approx(expected / T, rel=1e-5)
     with pytest.raises(ValueError, match="shape"):
         attention_regularization(e, att[:, :-1])
+
+
+def _printed_loss_by_hand(logits: dict, cubes: dict, att: torch.Tensor, y: torch.Tensor, lam: float) -> float:
+    """Sec. 3.2's loss without the weight decay, term by term in plain Python, per clip then averaged over the
+    batch, summed over levels: - sum_t log softmax(logits_t)[y] + lam * sum_t sum_i (E_ti - att_ti)^2 with
+    E_ti = sum_k x_tik / sum_j sum_k x_tjk."""
+    total = 0.0
+    for name, lg in logits.items():
+        x = cubes[name].double()
+        for b in range(lg.shape[0]):
+            clip = 0.0
+            for t in range(lg.shape[1]):
+                z = lg[b, t].double()
+                clip -= (z[y[b]] - z.exp().sum().log()).item()
+                h, w = x.shape[-2:]
+                sums = [x[b, t, :, i // w, i % w].sum().item() for i in range(h * w)]
+                energy = [v / sum(sums) for v in sums]
+                clip += lam * sum((energy[i] - att[b, t, i].item()) ** 2 for i in range(len(energy)))
+            total += clip / lg.shape[0]
+    return total
+
+
+@pytest.mark.parametrize("lam", [0.0, 1000.0])
+def test_printed_3d_loss_equals_a_direct_computation(lam: float) -> None:
+    torch.manual_seed(1)
+    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32, dropout=0.0)
+    xs = {"pool4": torch.rand(B, T, 8, 3, 2), "conv5_3": torch.rand(B, T, 6, 3, 2)}
+    cubes, logits = model(xs)
+    att = torch.softmax(torch.randn(B, T, 6), -1)
+    y = torch.tensor([2, 4])
+    loss, parts = model.loss(logits, y, cubes=cubes, att=att, lam=lam)
+    expected = _printed_loss_by_hand(logits, cubes, att, y, lam)
+    assert loss.item() == pytest.approx(expected, rel=1e-5), f"loss {loss.item()} vs by hand {expected}"
+    assert ("att_reg" in parts) == (lam > 0)
+    # mean over time divides both terms by T: the same lambda keeps the same balance
+    mean_loss, _ = model.loss(logits, y, cubes=cubes, att=att, lam=lam, over_time="mean")
+    assert mean_loss.item() == pytest.approx(expected / T, rel=1e-5)
+
+
+def test_two_d_convnet_sees_one_frame_at_a_time() -> None:
+    # temporal_kernel=1 (the paper's 2D-convnet ablation): changing frame 0 leaves the other frames' cubes alone
+    torch.manual_seed(0)
+    level = LevelConv3D(Conv3DConfig(C, K, channels=8, hidden=8, temporal_kernel=1)).eval()
+    x = torch.rand(1, T, C, 3, 3)
+    y = x.clone()
+    y[:, 0] += 1.0
+    a, b = level.cubes(x), level.cubes(y)
+    assert max_diff(a[:, 1:], b[:, 1:]) == 0.0
+    assert max_diff(a[:, :1], b[:, :1]) > 0.0
+    three_d = LevelConv3D(Conv3DConfig(C, K, channels=8, hidden=8)).eval()
+    assert max_diff(three_d.cubes(x)[:, 1], three_d.cubes(y)[:, 1]) > 0.0  # the 3D kernel does see frame 0

@@ -17,6 +17,7 @@ from actiontk.models.joint_lstm import (
     JointAttentionLSTM,
     JointLSTMConfig,
     clip_scores,
+    clip_vote,
     pyramid_regions,
     spatial_pyramid_pool,
 )
@@ -396,3 +397,34 @@ def test_clip_scores() -> None:
     torch.testing.assert_close(clip_scores(logits, last=16), torch.softmax(logits, -1).mean(1))
     with pytest.raises(ValueError):
         clip_scores(logits, last=0)
+
+
+def test_clip_vote_is_the_papers_hard_vote_not_the_mean_softmax() -> None:
+    # Sec. 3.5: pred(t) = argmax_i prob_t(i); the clip's label has the most votes among the last L2 steps.
+    # Crafted so the two rules disagree: class 0 wins 2 of the last 3 steps narrowly, class 1 wins one step
+    # by a landslide, so class 1 has the larger mean softmax.
+    lo, hi = torch.tensor([0.2, 0.0, 0.0]), torch.tensor([0.0, 8.0, 0.0])
+    first = torch.tensor([0.0, 0.0, 9.0])  # outside the last 3 steps: must not count
+    logits = torch.stack([first, lo, lo, hi])[None]  # (1, T=4, K=3)
+    labels, votes = clip_vote(logits, last=3)
+    assert votes.tolist() == [[2, 1, 0]]
+    assert labels.tolist() == [0]
+    assert clip_scores(logits, last=3).argmax(-1).tolist() == [1]  # the mean rule says 1
+    # direct computation from the printed rule, on random logits
+    torch.manual_seed(0)
+    logits = torch.randn(64, 7, 4)
+    labels, _ = clip_vote(logits, last=5)
+    for b in range(64):
+        preds = [int(torch.softmax(logits[b, t], -1).argmax()) for t in range(2, 7)]
+        counts = [preds.count(k) for k in range(4)]
+        tied = [k for k in range(4) if counts[k] == max(counts)]
+        summed = torch.softmax(logits[b, 2:], -1).sum(0)
+        assert labels[b].item() == max(tied, key=lambda k: (summed[k].item(), -k))
+
+
+def test_clip_vote_tie_goes_to_the_larger_summed_softmax() -> None:
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])
+    labels, votes = clip_vote(torch.stack([a, b])[None], last=2)  # one vote each
+    assert votes.tolist() == [[1, 1]] and labels.tolist() == [1]
+    with pytest.raises(ValueError):
+        clip_vote(torch.zeros(1, 2, 2), last=0)

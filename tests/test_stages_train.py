@@ -69,10 +69,11 @@ def test_train_lstm_writes_predictions(trained: Path):
     assert p["clip_scores"].shape == (len(p["clip_video"]), k)
     np.testing.assert_allclose(p["clip_scores"].sum(1), 1.0, rtol=1e-4)
     assert len(p["clip_video"]) == 6 * 3  # starts 0, 3, 6 in 12 frames with L = 6
+    assert p["clip_pred"].shape == p["clip_video"].shape  # the paper's hard clip votes
     for v in range(n_videos):
-        mine = p["clip_scores"][p["clip_video"] == v]
-        assert p["video_vote"][v] == vote(mine.argmax(1), mine, k)
-        assert p["video_mean"][v] == mine.mean(0).argmax()
+        mine = p["clip_video"] == v
+        assert p["video_vote"][v] == vote(p["clip_pred"][mine], p["clip_scores"][mine], k)
+        assert p["video_mean"][v] == p["clip_scores"][mine].mean(0).argmax()
     a = np.load(run / "attention_samples.npz")
     assert a["attention"].shape[1:] == (6, 2, 2)
     np.testing.assert_allclose(a["attention"].reshape(len(a["rel"]), 6, -1).sum(-1), 1.0, rtol=1e-3)
@@ -93,6 +94,57 @@ def test_rerun_is_a_noop_and_the_alternation_runs(trained: Path, capsys):
     assert len(runs) == 2  # a new run: its upstream includes the attention run
     lines = [json.loads(x) for p in runs for x in (p / "metrics.jsonl").read_text().splitlines()]
     assert any("train_att_reg" in x or "att_reg" in x for x in lines)
+
+
+def test_ablations_single_level_2d_convnet_and_maps_straight_to_the_lstm(cache: Path):
+    # Table 2/3 rows: one level only, a 2D convnet (temporal kernel 1), and the LSTM on the maps themselves
+    assert cli_run(["train-3d", "--cache", str(cache), *FAST_3D, "--levels", "pool4", "--temporal-kernel", "1"]) == 0
+    runs = [p for p in (cache / "train-3d").iterdir() if p.is_dir()
+            and json.loads((p / "run.json").read_text())["config"]["model"]["temporal_kernel"] == 1]
+    assert len(runs) == 1
+    cubes_dirs = [p for p in (cache / "cubes").iterdir() if p.is_dir()]
+    assert any(list(FeatureReader(p).layers()) == ["pool4"] for p in cubes_dirs)
+    extract_run = next(p for p in (cache / "extract").iterdir() if p.is_dir())
+    assert cli_run(["train-lstm", "--cache", str(cache), *FAST_LSTM, "--features", str(extract_run),
+                    "--levels", "conv5_3"]) == 0
+    lstm = [json.loads((p / "run.json").read_text()) for p in (cache / "train-lstm").iterdir() if p.is_dir()]
+    direct = [r for r in lstm if "extract" in r["upstream"]]
+    assert len(direct) == 1 and direct[0]["config"]["model"]["levels"] == ["conv5_3"]
+    assert cli_run(["train-3d", "--cache", str(cache), *FAST_3D, "--levels", "fc7"]) == 2
+    assert cli_run(["train-3d", "--cache", str(cache), *FAST_3D, "--temporal-kernel", "2"]) == 2
+
+
+def test_run_alternates_by_default(tmp_path: Path):
+    """`run` trains the regularized 3D convnet: train-3d → train-lstm → train-3d with its attention → train-lstm."""
+    from actiontk.stages.pipeline import run_video
+
+    root = tmp_path / "toy"
+    generate_toy(root, TINY, workers=1)
+    small = {"extract": {"size": 32, "workers": 1},
+             "train-3d": {"epochs": 1, "batch_size": 4, "clip_len": 6, "clip_stride": 3, "channels": 8, "hidden": 8},
+             "train-lstm": {"epochs": 1, "batch_size": 4, "clip_len": 6, "clip_stride": 3, "last": 3, "hidden": 16,
+                            "layers": 2}}
+    out = run_video("toy", root, 1, tmp_path / "cache", overrides=small, formats=(), log=lambda m: None)
+    assert [s.stage for s in out.stages] == ["extract", "train-3d", "train-lstm (attention for round 1)",
+                                             "train-3d (round 1, attention-regularized)", "train-lstm", "evaluate"]
+    infos = {p.name: json.loads((p / "run.json").read_text()) for p in (tmp_path / "cache" / "train-3d").iterdir()}
+    regularized = [i for i in infos.values() if "attention" in i["upstream"]]
+    assert len(infos) == 2 and len(regularized) == 1
+    reg_dir = next(p for p in (tmp_path / "cache" / "train-3d").iterdir() if "attention" in infos[p.name]["upstream"])
+    lines = [json.loads(x) for x in (reg_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(x.get("att_reg", 0) > 0 for x in lines if x["split"] == "train")
+    # the final LSTM reads the regularized round's cubes; evaluate's provenance reaches both rounds
+    final = out.stages[-2].run
+    from actiontk.stages.evaluate import provenance, run_index
+    from actiontk.cache.runs import Run
+
+    chain = provenance(Run(final, json.loads((final / "run.json").read_text())), run_index(tmp_path / "cache"))
+    assert sum(1 for c in chain if c.get("stage") == "train-3d") == 2
+    # attention_rounds = 0: the unregularized 3D convnet only (cached: nothing new is trained)
+    zero = run_video("toy", root, 1, tmp_path / "cache", overrides={**small, "run": {"attention_rounds": 0}},
+                     formats=(), log=lambda m: None)
+    assert [s.stage for s in zero.stages] == ["extract", "train-3d", "train-lstm", "evaluate"]
+    assert len(list((tmp_path / "cache" / "train-3d").iterdir())) == 2
 
 
 def test_vote_rule():

@@ -336,8 +336,11 @@ class ZeroGrad(Dataset):
         return {"x": torch.ones(8)}
 
 
-def test_weight_decay_is_applied(tmp_path: Path):
-    cfg = TrainConfig(epochs=1, batch_size=4, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.5,
+def test_weight_decay_is_the_printed_zeta_term(tmp_path: Path):
+    # weight_decay is zeta of the loss term zeta * sum(theta^2) (joint-attention paper, Sec. 3.2): one SGD step with
+    # a zero data gradient must equal a step on the gradient of that term, computed here from the equation.
+    zeta, lr = 0.5, 0.1
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=lr, optimizer="sgd", momentum=0.0, weight_decay=zeta,
                       schedule="constant", grad_clip=None)
     model = nn.Linear(8, 2)
     before = weights(model)
@@ -347,12 +350,13 @@ def test_weight_decay_is_applied(tmp_path: Path):
 
     trainer = Trainer(model, train_set=ZeroGrad(), val_set=None, collate=None, cfg=cfg, run_dir=tmp_path,
                       step=step, console=Console(file=io.StringIO()))
-    assert [g["weight_decay"] for g in trainer.optimizer.param_groups] == [0.5]
     assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == 2
     trainer.fit()
     assert trainer.steps == 1
     for k, v in weights(model).items():
-        torch.testing.assert_close(v, before[k] * (1 - 0.1 * 0.5))
+        theta = before[k].clone().requires_grad_(True)
+        (zeta * theta.pow(2).sum()).backward()
+        torch.testing.assert_close(v, before[k] - lr * theta.grad)
 
 
 def test_schedules():

@@ -1,20 +1,26 @@
 """The deeply supervised 3D convnet that turns one level of per-frame feature maps into spatio-temporal cubes.
 
-It follows the first stage of the joint-attention method for action recognition on multi-level deep features
-(DESIGN.md, "Models"): per feature level (VGG16 ``pool4``, ``conv5_3``) two 3x3x3 convolutions with ReLU, and a
-deep-supervision head (spatio-temporal average -> FC -> ReLU -> FC) trained with cross-entropy, so that every
-level's cube is discriminative on its own before the joint LSTM fuses the levels. The cubes passed on to the
-LSTM are the outputs of the second convolution, ``(T, 256, H, W)`` per video.
+It follows the first stage of "Action Recognition with Joint Attention on Multi-Level Deep Features" (Sec. 3.2):
+per feature level (VGG16 ``pool4``, ``conv5_3``) two 3x3x3 convolutions with ReLU, and a deep-supervision head
+(2 FC layers + softmax) that predicts the action at *every time step* of the 3D-conv output, trained with
+
+    loss = - sum_t y log yhat_t  +  lambda * sum_t sum_i (E_{t,i} - att_{t,i})^2  +  zeta * sum theta^2
+
+(lambda = 1000, zeta = 1e-5), where E is the normalized channel-sum energy of the maps and att the joint LSTM's
+attention for the same clip and step. The cubes passed on to the LSTM are the outputs of the second convolution,
+``(T, 256, H, W)`` per video. ``zeta * sum theta^2`` is the optimizer's weight decay (see actiontk.train.engine).
 
 What this module holds:
 
 * :class:`Conv3DConfig`, :class:`LevelConv3D` (one level), :class:`MultiLevel3D` (one per level, by name);
   every level starts with a fixed per-channel input standardization ``(x - mean) / std`` (our addition, see
   :meth:`LevelConv3D.set_input_stats` and docs/models.md): identity until the stage sets it from the training
-  videos, stored as buffers so that checkpoints carry it;
-* :func:`deep_supervision_loss` — the sum over levels of the per-level cross-entropies;
+  videos, stored as buffers so that checkpoints carry it; ``temporal_kernel = 1`` turns the 3x3x3 convs into
+  3x3 convs applied frame by frame (the paper's "2D convnet" ablation, Table 3);
+* :func:`sequence_cross_entropy` — ``- sum_t y log yhat_t`` per clip (or its mean over t), batch-averaged;
 * :func:`channel_energy` and :func:`attention_regularization` — the normalized channel-sum energy ``E`` of the
-  maps and the paper's ``lambda * sum_t sum_i (E_ti - att_ti)^2`` term that pulls the LSTM's attention to it.
+  maps and the ``lambda * sum_t sum_i (E_ti - att_ti)^2`` term that pulls it toward the LSTM's attention;
+* :func:`deep_supervision_loss` — the printed loss (without the weight decay), summed over levels.
 
 Tensors follow the cache's frame-major layout ``(B, T, C, H, W)``; ``nn.Conv3d`` wants ``(B, C, T, H, W)``, so
 the modules transpose on the way in and out.
@@ -43,11 +49,16 @@ class Conv3DConfig:
     channels: int = 256  # output channels of both 3x3x3 convs, i.e. of the cubes handed to the LSTM
     hidden: int = 512  # width of the head's hidden FC layer
     dropout: float = 0.5  # drop rate after the head's hidden FC (0 disables); the cubes are never dropped
+    # Temporal extent of both conv kernels: 3 is the paper's 3D convnet; 1 makes them 3x3 2D convs applied to every
+    # frame on its own (the "2D convnet" rows of the paper's Table 3).
+    temporal_kernel: int = 3
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "channels", "hidden"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Conv3DConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.temporal_kernel not in (1, 3):
+            raise ValueError(f"Conv3DConfig.temporal_kernel must be 3 (3D) or 1 (2D), got {self.temporal_kernel}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"Conv3DConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -62,8 +73,9 @@ class LevelConv3D(nn.Module):
         # in and restored from checkpoints with the weights, and move with the module between devices.
         self.register_buffer("input_mean", torch.zeros(config.in_channels))
         self.register_buffer("input_std", torch.ones(config.in_channels))
-        self.conv1 = nn.Conv3d(config.in_channels, config.channels, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv3d(config.channels, config.channels, kernel_size=3, padding=1)
+        kt = config.temporal_kernel
+        self.conv1 = nn.Conv3d(config.in_channels, config.channels, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1))
+        self.conv2 = nn.Conv3d(config.channels, config.channels, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1))
         self.fc1 = nn.Linear(config.channels, config.hidden)
         self.drop = nn.Dropout(config.dropout)
         self.fc2 = nn.Linear(config.hidden, config.num_classes)
@@ -126,12 +138,17 @@ class LevelConv3D(nn.Module):
         return torch.cat(pieces, dim=2).transpose(1, 2)  # (B, T, C, H, W)
 
     def forward_head(self, cube: Tensor) -> Tensor:
-        """Deep-supervision logits from a cube ``(B, T, C, H, W) -> (B, K)``."""
-        pooled = cube.mean(dim=(1, 3, 4))  # (B, C): average over time and space
-        return self.fc2(self.drop(F.relu(self.fc1(pooled))))
+        """Deep-supervision logits at every time step from a cube ``(B, T, C, H, W) -> (B, T, K)``.
+
+        The paper's loss sums a cross-entropy over the steps t, so the head predicts per step: the step's maps
+        are averaged over space (the paper does not say how the FC layers read a map; ours) and go through the
+        two FC layers.
+        """
+        pooled = cube.mean(dim=(3, 4))  # (B, T, C): average over space only
+        return self.fc2(self.drop(F.relu(self.fc1(pooled))))  # (B, T, K)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, T, C_in, H, W) -> (cube (B, T, C, H, W), logits (B, K))``."""
+        """``(B, T, C_in, H, W) -> (cube (B, T, C, H, W), logits (B, T, K))``."""
         cube = self.cubes(x)
         return cube, self.forward_head(cube)
 
@@ -154,11 +171,13 @@ class MultiLevel3D(nn.Module):
         channels: int = 256,
         hidden: int = 512,
         dropout: float = 0.5,
+        temporal_kernel: int = 3,
     ) -> MultiLevel3D:
         """Same hyperparameters for every level; only the input channels differ."""
         return cls(
             {
-                name: Conv3DConfig(c, num_classes, channels=channels, hidden=hidden, dropout=dropout)
+                name: Conv3DConfig(c, num_classes, channels=channels, hidden=hidden, dropout=dropout,
+                                   temporal_kernel=temporal_kernel)
                 for name, c in in_channels.items()
             }
         )
@@ -168,27 +187,64 @@ class MultiLevel3D(nn.Module):
             raise KeyError(f"got levels {sorted(names)}, this model has {sorted(self.levels)}")
 
     def forward(self, xs: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """``{level: (B, T, C_in, H, W)} -> ({level: cube (B, T, C, H, W)}, {level: logits (B, K)})``."""
+        """``{level: (B, T, C_in, H, W)} -> ({level: cube (B, T, C, H, W)}, {level: logits (B, T, K)})``."""
         self._check_levels(xs)
         cubes, logits = {}, {}
         for name, level in self.levels.items():
             cubes[name], logits[name] = level(xs[name])
         return cubes, logits
 
-    def loss(self, logits: Mapping[str, Tensor], target: Tensor) -> Tensor:
-        """:func:`deep_supervision_loss` of this model's levels."""
+    def loss(self, logits: Mapping[str, Tensor], target: Tensor, *, cubes: Mapping[str, Tensor] | None = None,
+             att: Tensor | None = None, lam: float = 1000.0,
+             over_time: str = "sum") -> tuple[Tensor, dict[str, Tensor]]:
+        """:func:`deep_supervision_loss` of this model's levels (the loss ``train-3d`` trains with)."""
         self._check_levels(logits)
-        return deep_supervision_loss(logits, target)
+        return deep_supervision_loss(logits, target, cubes=cubes, att=att, lam=lam, over_time=over_time)
 
 
-def deep_supervision_loss(logits: Mapping[str, Tensor], target: Tensor) -> Tensor:
-    """Sum over levels of the cross-entropy (mean over the batch) of each level's logits ``(B, K)``.
+OVER_TIME = ("sum", "mean")
 
-    A sum rather than a mean, so adding a level does not weaken the supervision of the others.
+
+def _reduce_time(per_step: Tensor, over_time: str) -> Tensor:
+    """``(B, T)`` per-step terms -> ``(B,)`` per clip: their sum over t (as printed) or their mean."""
+    if over_time not in OVER_TIME:
+        raise ValueError(f"over_time must be one of {OVER_TIME}, got {over_time!r}")
+    return per_step.sum(dim=1) if over_time == "sum" else per_step.mean(dim=1)
+
+
+def sequence_cross_entropy(logits: Tensor, target: Tensor, over_time: str = "sum") -> Tensor:
+    """``- sum_t y log yhat_t`` of per-step logits ``(B, T, K)`` and clip labels ``(B,)``, averaged over the batch.
+
+    ``over_time="mean"`` divides by T. Whatever the choice, a regularizer added to it must be reduced the same way
+    (see :func:`attention_regularization`) for lambda to keep its printed meaning.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"expected (B, T, K) logits, got shape {tuple(logits.shape)}")
+    B, T, K = logits.shape
+    per_step = F.cross_entropy(logits.reshape(B * T, K), target.repeat_interleave(T), reduction="none")
+    return _reduce_time(per_step.view(B, T), over_time).mean()
+
+
+def deep_supervision_loss(logits: Mapping[str, Tensor], target: Tensor, *, cubes: Mapping[str, Tensor] | None = None,
+                          att: Tensor | None = None, lam: float = 1000.0,
+                          over_time: str = "sum") -> tuple[Tensor, dict[str, Tensor]]:
+    """The 3D convnet's printed loss (Sec. 3.2) without the weight-decay term, summed over the levels.
+
+    Per level: ``- sum_t y log yhat_t + lam * sum_t sum_i (E_{t,i} - att_{t,i})^2`` with logits ``(B, T, K)``, E the
+    channel energy of the level's cube ``(B, T, C, H, W)`` and ``att`` the LSTM's attention ``(B, T, H*W)``; the
+    regularizer only when ``cubes`` and ``att`` are given and ``lam > 0``. Each level has its own convnet, so
+    summing the levels' losses trains each exactly as on its own. Returns ``(loss, {"ce": .., "att_reg": ..})``.
     """
     if not logits:
         raise ValueError("no logits given")
-    return sum(F.cross_entropy(lg, target) for lg in logits.values())  # type: ignore[return-value]
+    ce = sum(sequence_cross_entropy(lg, target, over_time) for lg in logits.values())
+    parts: dict[str, Tensor] = {"ce": ce}
+    loss = ce
+    if cubes is not None and att is not None and lam > 0:
+        reg = sum(attention_regularization(channel_energy(c), att, lam, over_time) for c in cubes.values())
+        parts["att_reg"] = reg
+        loss = loss + reg
+    return loss, parts  # type: ignore[return-value]
 
 
 def channel_energy(x: Tensor) -> Tensor:
@@ -210,15 +266,16 @@ def channel_energy(x: Tensor) -> Tensor:
     return torch.where(empty, uniform, energy / safe)
 
 
-def attention_regularization(energy: Tensor, att: Tensor, lam: float = 1000.0) -> Tensor:
-    """``lam * sum_t sum_i (E_{t,i} - att_{t,i})^2``, averaged over the batch.
+def attention_regularization(energy: Tensor, att: Tensor, lam: float = 1000.0, over_time: str = "sum") -> Tensor:
+    """``lam * sum_t sum_i (E_{t,i} - att_{t,i})^2`` per clip, averaged over the batch.
 
     ``energy`` and ``att`` are ``(B, T, H*W)`` (or ``(B, H*W)`` for a single step). The squared differences are
-    summed over time and locations as in the paper, which states the term for one video; over a batch the
-    per-video terms are averaged (not summed) so that the weight ``lam`` does not depend on the batch size, like
-    the mean-reduced cross-entropy it is added to.
+    summed over locations, and summed over time as printed (``over_time="mean"``: averaged over time, as the
+    cross-entropy it is added to must then be); over a batch the per-clip terms are averaged, like the
+    cross-entropy of :func:`sequence_cross_entropy`, so ``lam`` does not depend on the batch size.
     """
     if energy.shape != att.shape:
         raise ValueError(f"energy {tuple(energy.shape)} and attention {tuple(att.shape)} differ in shape")
-    per_video = (energy - att).pow(2).flatten(1).sum(dim=1)  # (B,)
-    return lam * per_video.mean()
+    per_step = (energy - att).pow(2)
+    per_step = per_step.sum(dim=-1) if per_step.dim() == 3 else per_step.sum(dim=-1, keepdim=True)  # (B, T)
+    return lam * _reduce_time(per_step, over_time).mean()

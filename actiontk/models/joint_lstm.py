@@ -1,7 +1,8 @@
 """The joint attention LSTM that fuses several levels of 3D-conv cubes with soft spatial attention.
 
 It follows the second stage of the joint-attention method for action recognition on multi-level deep features
-(DESIGN.md, "Models"; docs/models.md gives the equations as implemented and every interpretation). Its first
+("Action Recognition with Joint Attention on Multi-Level Deep Features", Sec. 3.3; docs/models.md gives the
+equations as implemented and every interpretation). Its first
 layer is a new recurrent cell: from the previous hidden state it predicts one attention map over the H*W
 locations, shared by all K inputs (feature levels); it pools every input with that map through a spatial
 pyramid (the whole map and its four quadrants), and it fuses the K pooled vectors through per-input tanh
@@ -12,7 +13,8 @@ Layers 2..L are standard LSTM layers, and a linear classifier reads every step's
 What this module holds:
 
 * :class:`JointLSTMConfig`, :class:`JointAttentionCell` (one step, and its unrolling over a sequence),
-  :class:`JointAttentionLSTM` (the stack and the classifier), :func:`clip_scores`;
+  :class:`JointAttentionLSTM` (the stack and the classifier), :func:`clip_vote` (the paper's clip rule) and
+  :func:`clip_scores` (the mean softmax, ours);
 * :func:`pyramid_regions`, :func:`spatial_pyramid_pool` — the five pooling regions and the pooling itself.
 
 Speed. The cell is written fused: one matmul of h_{t-1} gives every h-dependent pre-activation (all sub-gates of
@@ -31,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 FUSIONS = ("early", "late")
@@ -458,11 +461,29 @@ class JointAttentionLSTM(nn.Module):
 
 
 def clip_scores(logits: Tensor, last: int = 16) -> Tensor:
-    """A clip's class scores: the softmax of the per-step logits ``(B, T, K)`` averaged over the last ``last`` steps.
+    """The mean softmax of the per-step logits ``(B, T, K)`` over the last ``last`` steps: ``(B, K)``.
 
-    The paper's L2 = 16 of a 30-frame clip: the early steps, whose memory has seen little of the clip, are left out.
-    A clip shorter than ``last`` averages all its steps. Returns ``(B, K)``.
+    This is *our* score of a clip, used for AP, top-k and the mean-score rule. The paper's clip label is the
+    hard vote of :func:`clip_vote`; the two can disagree. A clip shorter than ``last`` averages all its steps.
     """
     if last < 1:
         raise ValueError(f"last must be >= 1, got {last}")
     return torch.softmax(logits[:, -last:], dim=-1).mean(dim=1)
+
+
+def clip_vote(logits: Tensor, last: int = 16) -> tuple[Tensor, Tensor]:
+    """The paper's clip label (joint-attention paper, Sec. 3.5): a hard vote of the last ``last`` (L2) steps.
+
+    ``pred(t) = argmax_i prob_t(i)`` at every step; the clip's label is the class with the most votes among
+    the last L2 steps. The paper does not say how a tie is broken: the tied class with the largest softmax
+    summed over those steps wins (ours), then the smallest index. Returns ``(labels (B,), votes (B, K))``.
+    """
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    probs = torch.softmax(logits[:, -last:].float(), dim=-1)  # (B, L2, K)
+    K = probs.shape[-1]
+    votes = F.one_hot(probs.argmax(-1), K).sum(dim=1)  # (B, K) vote counts
+    # Ties: among the classes with the most votes, the largest summed softmax (< L2 + 1, so it never outranks a
+    # vote); argmax returns the first maximum, i.e. the smallest index, if that ties too.
+    rank = torch.where(votes == votes.max(-1, keepdim=True).values, probs.sum(dim=1), torch.full_like(probs[:, 0], -1))
+    return rank.argmax(-1), votes

@@ -4,10 +4,11 @@ Reads ``predictions.npz`` of a ``train-lstm`` run (video: per clip scores, per v
 ``train-gap`` run (still images: per image labels and softmax scores) — the format is told apart by the
 arrays the file holds — and computes with :mod:`actiontk.metrics`:
 
-- video: top-1 accuracy by clip voting (the paper's rule) and by mean clip score, clip accuracy, mean
-  class accuracy, mAP, per-class AP and accuracy, the confusion matrix, top-k accuracy; per-class
-  accuracy, mean class accuracy and the confusion matrix use the voted labels, AP and top-k the mean
-  clip softmax;
+- video: clip accuracy with the paper's clip label (hard vote of the last L2 steps, Sec. 3.5) and with
+  the mean softmax (ours); top-1 video accuracy by the majority over clip labels (ours: the paper does not
+  say how clips make a video's label) and by mean clip score (ours); mean class accuracy, mAP, per-class AP
+  and accuracy, the confusion matrix, top-k accuracy; per-class accuracy, mean class accuracy and the
+  confusion matrix use the voted labels, AP and top-k the mean clip softmax;
 - images: top-1, mean class accuracy, mAP, per-class figures, confusion matrix, top-k (no voting).
 
 When complete runs of the same stage exist for splits 1, 2 and 3 of the same dataset, with the same
@@ -43,15 +44,16 @@ SCHEMA = 1
 SPLITS = (1, 2, 3)
 CONFUSED_PAIRS = 15  # most-confused pairs listed
 
-VIDEO_KEYS = ("classes", "clip_video", "clip_scores", "video_rel", "video_label")
+VIDEO_KEYS = ("classes", "clip_video", "clip_pred", "clip_scores", "video_rel", "video_label")
 IMAGE_KEYS = ("classes", "image_rel", "image_label", "image_scores")
 
 # The headline figures, in display order, with their labels (fractions in [0, 1]).
 SUMMARY_LABELS = {
-    "top1_vote": "top-1 accuracy (clip voting)",
-    "top1_mean_score": "top-1 accuracy (mean score)",
+    "top1_vote": "top-1 accuracy (clip voting)",  # clips: the paper's hard vote; clips -> video: majority (ours)
+    "top1_mean_score": "top-1 accuracy (mean score, ours)",
     "top1": "top-1 accuracy",
-    "clip_accuracy": "clip accuracy",
+    "clip_accuracy": "clip accuracy (hard vote)",
+    "clip_accuracy_mean": "clip accuracy (mean score, ours)",
     "mean_class_accuracy": "mean class accuracy",
     "mAP": "mAP",
     **{f"top{k}": f"top-{k} accuracy" for k in M.TOP_KS},
@@ -76,6 +78,7 @@ class Predictions:
     mean_preds: np.ndarray | None = None  # video: argmax of the mean clip score
     clip_video: np.ndarray | None = None  # video: (C,) video index of each clip
     clip_scores: np.ndarray | None = None  # video: (C, K)
+    clip_preds: np.ndarray | None = None  # video: (C,) clip labels by the paper's hard vote
 
 
 def load_predictions(path: Path) -> Predictions:
@@ -87,6 +90,9 @@ def load_predictions(path: Path) -> Predictions:
         raise UserError(f"cannot read {path}: {e}", "the run may have been interrupted; run its stage again") from None
     if all(k in data for k in VIDEO_KEYS):
         kind = "video"
+    elif all(k in data for k in VIDEO_KEYS if k != "clip_pred"):
+        raise UserError(f"{path} has no clip_pred: it was written by an older actiontk whose clip rule averaged "
+                        "softmax scores instead of the paper's hard vote", "run its train-lstm stage again")
     elif all(k in data for k in IMAGE_KEYS):
         kind = "image"
     else:
@@ -102,18 +108,21 @@ def load_predictions(path: Path) -> Predictions:
         labels = data["video_label"].astype(np.int64)
         clip_video = data["clip_video"].astype(np.int64)
         clip_scores = data["clip_scores"].astype(np.float64)
+        clip_preds = data["clip_pred"].astype(np.int64)
         if clip_scores.ndim != 2 or clip_scores.shape[1] != K or len(clip_video) != len(clip_scores):
             raise bad(f"clip_scores has shape {clip_scores.shape} for {len(clip_video)} clips and {K} classes")
+        if clip_preds.shape != clip_video.shape or (len(clip_preds) and (clip_preds.min() < 0 or clip_preds.max() >= K)):
+            raise bad(f"clip_pred has shape {clip_preds.shape} or classes outside 0..{K - 1}")
         if len(data["video_rel"]) != len(labels):
             raise bad(f"{len(data['video_rel'])} video_rel for {len(labels)} video_label")
         if len(clip_video) and (clip_video.min() < 0 or clip_video.max() >= len(labels)):
             raise bad(f"clip_video refers to videos outside 0..{len(labels) - 1}")
         try:
-            voted, mean_pred, mean_scores = M.video_predictions(clip_video, clip_scores, len(labels))
+            voted, mean_pred, mean_scores = M.video_predictions(clip_video, clip_scores, len(labels), clip_preds)
         except ValueError as e:
             raise bad(str(e)) from None
         pred = Predictions(kind, classes, data["video_rel"], labels, mean_scores, voted, mean_pred, clip_video,
-                           clip_scores)
+                           clip_scores, clip_preds)
     else:
         labels = data["image_label"].astype(np.int64)
         scores = data["image_scores"].astype(np.float64)
@@ -134,7 +143,8 @@ def summary(pred: Predictions, result: dict | None = None) -> dict[str, float | 
     if pred.kind == "video":
         out["top1_vote"] = r["accuracy"]
         out["top1_mean_score"] = M.accuracy(pred.labels, pred.mean_preds)
-        out["clip_accuracy"] = M.accuracy(pred.labels[pred.clip_video], pred.clip_scores.argmax(1))
+        out["clip_accuracy"] = M.accuracy(pred.labels[pred.clip_video], pred.clip_preds)
+        out["clip_accuracy_mean"] = M.accuracy(pred.labels[pred.clip_video], pred.clip_scores.argmax(1))
     else:
         out["top1"] = r["accuracy"]
     out["mean_class_accuracy"] = r["mean_class_accuracy"]
@@ -161,8 +171,10 @@ def compute_metrics(pred: Predictions) -> dict[str, Any]:
         "summary": summary(pred, r),
         "map": {"value": r["mAP"], "classes": len(names) - len(skipped), "skipped": skipped,
                 "reason": "no positive (test item of the class) in this split, so its AP is undefined"},
-        "rule": ("clip voting (per-class accuracy, mean class accuracy and the confusion matrix); AP and top-k "
-                 "use the mean clip softmax" if pred.kind == "video" else "argmax of the softmax"),
+        "rule": ("clip label by the paper's hard vote of the last L2 steps (Sec. 3.5), video label by the majority "
+                 "over its clips (ours; ties by summed softmax): per-class accuracy, mean class accuracy and the "
+                 "confusion matrix; AP and top-k use the mean clip softmax (ours)"
+                 if pred.kind == "video" else "argmax of the softmax"),
         "per_class": per_class,
         "confusion": r["confusion"].tolist(),
         "most_confused": confused,

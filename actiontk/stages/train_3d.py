@@ -1,9 +1,11 @@
 """``actiontk train-3d``: the deeply supervised 3D convnet per feature level, then the cubes.
 
-Trains one :class:`~actiontk.models.conv3d.LevelConv3D` per stored feature level (VGG16 ``pool4`` and
-``conv5_3``) on clips of ``clip_len`` frames, each level with its own deep-supervision classifier and
-cross-entropy; optionally pulls each level's channel energy toward the joint LSTM's attention
-(``--attention-from`` a train-lstm run, λ = ``att_lambda``). When training is done, the 3D-conv outputs
+Trains one :class:`~actiontk.models.conv3d.LevelConv3D` per feature level (VGG16 ``pool4`` and ``conv5_3``;
+``levels`` picks a subset) on clips of ``clip_len`` frames, each level with its own deep-supervision classifier
+predicting at every time step, with the loss of "Action Recognition with Joint Attention on Multi-Level Deep
+Features", Sec. 3.2: ``- Σ_t y log ŷ_t + λ Σ_t Σ_i (E_{t,i} − att_{t,i})²`` (+ ζΣθ² as weight decay), where att is
+the joint LSTM's attention of a previous train-lstm run (``--attention-from``; the pipeline's alternation).
+When training is done, the 3D-conv outputs
 of every video of the split (the **cubes**, (T, 256, H, W) per level) are written into the cache as a
 ``cubes`` run that ``train-lstm`` reads. The cubes come from the final epoch's weights: the test split
 is the only held-out data, so choosing the "best" epoch on it would leak the test set into the model.
@@ -25,13 +27,16 @@ from actiontk.stages.common import split_videos, train_key
 
 STAGE = "train-3d"
 CUBES = "cubes"
-SCHEMA = 1
+SCHEMA = 2  # 2: per-step deep supervision and the printed loss normalization
 
 
 @dataclass
 class Train3DConfig:
     """Model and clip options of ``train-3d`` (training options are in :class:`TrainConfig`)."""
 
+    levels: list[str] | None = None
+    """Feature levels to train on (default: every level of the extract run); one level is the single-level
+    ablation of the paper's Table 2."""
     clip_len: int = 30
     """L1: consecutive frames per clip (paper: 30)."""
     clip_stride: int = 15
@@ -44,6 +49,11 @@ class Train3DConfig:
     """Dropout in the deep-supervision head."""
     att_lambda: float = 1000.0
     """λ of the attention regularization (paper: 1000); used only with --attention-from."""
+    over_time: str = "sum"
+    """How the per-step cross-entropy and attention terms are combined over a clip's steps: sum (as printed)
+    or mean (both divided by the clip length, so λ keeps its meaning)."""
+    temporal_kernel: int = 3
+    """Temporal extent of the conv kernels: 3 (the paper's 3D convnet) or 1 (the 2D-convnet ablation, Table 3)."""
     standardize: bool = True
     """Standardize every input channel with its mean and std over the training videos (our addition; the
     statistics are stored in the model and its checkpoint)."""
@@ -59,6 +69,32 @@ class Train3DConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.att_lambda < 0:
             raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
+        check_common(self)
+
+
+def check_common(cfg) -> None:
+    """Checks of the options train-3d and train-lstm share (``over_time``, ``levels``)."""
+    if cfg.over_time not in ("sum", "mean"):
+        raise UserError(f"`over_time` must be sum or mean, got {cfg.over_time!r}",
+                        "it is a preset key: fix it in the stage's section of the --config file")
+    if getattr(cfg, "temporal_kernel", 3) not in (1, 3):
+        raise UserError(f"--temporal-kernel must be 3 (3D convnet) or 1 (2D convnet), got {cfg.temporal_kernel}")
+    if cfg.levels is not None:
+        if isinstance(cfg.levels, str):
+            cfg.levels = [v.strip() for v in cfg.levels.split(",") if v.strip()]
+        if not cfg.levels or len(set(cfg.levels)) != len(cfg.levels):
+            raise UserError(f"--levels must name distinct feature levels, got {cfg.levels!r}", "e.g. --levels pool4")
+
+
+def pick_levels(wanted: list[str] | None, available: list[str], run_short: str) -> list[str]:
+    """The levels to use, in the upstream run's order; an unknown one is an error naming the known ones."""
+    if wanted is None:
+        return list(available)
+    unknown = [lv for lv in wanted if lv not in available]
+    if unknown:
+        raise UserError(f"--levels {unknown[0]!r} is not in {run_short} (it holds {', '.join(available)})",
+                        "pick from those, or extract with --layers that include it")
+    return [lv for lv in available if lv in wanted]
 
 
 def extract_complete(run: Run) -> bool:
@@ -81,7 +117,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                                   next_step=f"actiontk extract {dataset or 'DATASET'} --root DIR --split {split or 1}",
                                   log=log)
     reader = store.FeatureReader(up.path)
-    layers = list(reader.layers())
+    layers = pick_levels(cfg.levels, list(reader.layers()), up.short)
     name, root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
     classes, train_videos, test_videos = split_videos(name, root, split, reader, log)
 
@@ -104,7 +140,8 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
     model = MultiLevel3D({layer: Conv3DConfig(in_channels=shapes[layer][0], channels=cfg.channels, hidden=cfg.hidden,
-                                              num_classes=len(classes), dropout=cfg.dropout) for layer in layers})
+                                              num_classes=len(classes), dropout=cfg.dropout,
+                                              temporal_kernel=cfg.temporal_kernel) for layer in layers})
     extra = {"attention": att_reader} if att_reader is not None else None
     train_set = ClipDataset(reader, train_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride,
                             extra=extra, temporal_center=cfg.temporal_center)
@@ -167,23 +204,19 @@ def cubes_run_of(cache_root: Path, train_run: Run) -> Run:
 
 
 def _step(cfg: Train3DConfig, with_attention: bool):
-    import torch
-    import torch.nn.functional as F
+    from actiontk.models.conv3d import deep_supervision_loss
 
-    from actiontk.models.conv3d import attention_regularization, channel_energy
-
-    def step(model, batch: dict[str, Any]):
-        cubes, logits = model(batch["x"])  # {level: (B, L, 256, H, W)}, {level: (B, K)}
+    def step(model, batch: dict[str, Any]):  # model may be wrapped in DistributedDataParallel
+        cubes, logits = model(batch["x"])  # {level: (B, L, 256, H, W)}, {level: (B, L, K)}
         y = batch["label"]
-        loss = sum(F.cross_entropy(lg, y) for lg in logits.values())
-        metrics: dict[str, float] = {}
-        if with_attention and cfg.att_lambda > 0 and "attention" in batch:  # validation clips carry none
+        att = None
+        if with_attention and "attention" in batch:  # validation clips carry none
             att = batch["attention"].flatten(2)  # (B, L, 1, H, W) -> (B, L, H*W)
-            reg = sum(attention_regularization(channel_energy(c), att, cfg.att_lambda) for c in cubes.values())
-            reg = reg / len(cubes)
-            loss = loss + reg
-            metrics["att_reg"] = float(reg.detach())
-        probs = torch.stack([lg.softmax(-1) for lg in logits.values()]).mean(0)  # (B, K): levels averaged
+        loss, parts = deep_supervision_loss(logits, y, cubes=cubes, att=att, lam=cfg.att_lambda,
+                                            over_time=cfg.over_time)
+        metrics = {k: float(v.detach()) for k, v in parts.items()}
+        # training-time accuracy: every step's softmax, averaged over steps and levels
+        probs = sum(lg.softmax(-1).mean(1) for lg in logits.values()) / len(logits)  # (B, K)
         metrics["acc"] = float((probs.argmax(-1) == y).float().mean())
         return loss, metrics
 

@@ -1,13 +1,17 @@
 """``actiontk train-lstm``: the joint attention LSTM over the cubes, then test-split predictions.
 
-Reads the cubes of a ``train-3d`` run (one input per feature level), trains the joint attention LSTM of
-:mod:`actiontk.models.joint_lstm` with early or late fusion on clips of ``clip_len`` steps (cross-entropy
-at every step, plus λ Σ_t Σ_i (E_{t,i} − att_{t,i})² with E the input cubes' channel energy, averaged
-over levels), and writes for the test split:
+Reads the cubes of a ``train-3d`` run (one input per feature level) — or, for the paper's "no temporal convnet"
+ablation, the feature maps of an ``extract`` run (``--features``) — and trains the joint attention LSTM of
+:mod:`actiontk.models.joint_lstm` with early or late fusion on clips of ``clip_len`` steps, with the loss of
+"Action Recognition with Joint Attention on Multi-Level Deep Features", Sec. 3.3: ``- Σ_t y log ŷ_t`` (+ ζΣθ² as
+weight decay). ``att_lambda > 0`` adds λ Σ_t Σ_i (E_{t,i} − att_{t,i})² toward the inputs' channel energy: our
+addition, off in the presets. Both terms are reduced over time the same way (``over_time``). It writes for the
+test split:
 
-- ``predictions.npz``: per clip its video, start and mean softmax over the last ``last`` (L2) steps; per
-  video its label, the majority vote over its clips (the paper's rule) and the argmax of the mean clip
-  score; the class names;
+- ``predictions.npz``: per clip its video, start, its label by the paper's rule (``clip_pred``: the hard vote of
+  the last L2 steps, Sec. 3.5) and its mean softmax over those steps (``clip_scores``, ours); per video its
+  label, the majority over its clips' labels (``video_vote``, ours: the paper is silent) and the argmax of the
+  mean clip score (``video_mean``, ours); the class names;
 - ``attention_samples.npz``: attention maps of a sample of test clips (for the report's figures);
 - ``attention/``: a feature run holding every video's per-frame attention (clips averaged where they
   overlap), which ``train-3d --attention-from`` reads for the next round of the alternation.
@@ -26,12 +30,13 @@ import numpy as np
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
-from actiontk.metrics import vote  # the paper's clip-voting rule, shared with evaluate
+from actiontk.metrics import vote  # clips -> video majority (ours), shared with evaluate
 from actiontk.stages import upstream
 from actiontk.stages.common import split_videos, train_key
+from actiontk.stages.train_3d import check_common, extract_complete, pick_levels
 
 STAGE = "train-lstm"
-SCHEMA = 1
+SCHEMA = 2  # 2: the paper's hard clip vote (clip_pred) and the printed loss normalization
 
 
 @dataclass
@@ -40,6 +45,8 @@ class TrainLSTMConfig:
 
     fusion: str = "early"
     """early or late fusion of the levels in the candidate memory."""
+    levels: list[str] | None = None
+    """Levels to read (default: every level of the upstream run); one level is the single-level ablation."""
     hidden: int = 1024
     """Units per LSTM layer (paper: 1024)."""
     layers: int = 3
@@ -53,9 +60,13 @@ class TrainLSTMConfig:
     clip_stride: int = 15
     """A clip starts every S frames."""
     last: int = 16
-    """L2: a clip's score is the mean softmax over its last L2 steps (paper: 16)."""
-    att_lambda: float = 1000.0
-    """λ of the attention regularization toward the cubes' channel energy; 0 turns it off."""
+    """L2: a clip's label is the hard vote of its last L2 steps (paper: 16)."""
+    att_lambda: float = 0.0
+    """λ of an attention regularization toward the inputs' channel energy (our addition; the paper's LSTM loss
+    has none, so 0 = off is the paper)."""
+    over_time: str = "sum"
+    """How the per-step cross-entropy (and attention term) are combined over a clip's steps: sum (as printed)
+    or mean (both divided by the clip length)."""
     attention_samples: int = 24
     """Test clips whose attention maps are kept for the report."""
 
@@ -71,24 +82,35 @@ class TrainLSTMConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.att_lambda < 0:
             raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
+        check_common(self)
 
 
 def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
-               cubes: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
-               console=None) -> Run:
+               cubes: str | None = None, features: str | None = None, resume: bool = True,
+               log: Callable[[str], None] = print, console=None) -> Run:
+    """Train (or resume) and write the predictions. ``features`` (an extract run) instead of ``cubes`` feeds the
+    per-frame maps straight to the LSTM (the paper's "no temporal convnet" ablation)."""
     from actiontk.data.clips import ClipDataset, collate_clips
     from actiontk.models.joint_lstm import JointAttentionLSTM, JointLSTMConfig
     from actiontk.train.engine import Trainer, seed_everything
 
-    up, split = upstream.pick_run(cache_root, "cubes", dataset=dataset, split=split, run=cubes,
-                                  complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
+    if cubes is not None and features is not None:
+        raise UserError("--cubes and --features both given", "the LSTM reads either cubes (train-3d) or feature "
+                        "maps straight from an extract run (the no-temporal-convnet ablation), not both")
+    if features is not None:
+        up, split = upstream.pick_run(cache_root, "extract", dataset=dataset, split=split, run=features,
+                                      complete=extract_complete, next_step="actiontk extract", log=log)
+    else:
+        up, split = upstream.pick_run(cache_root, "cubes", dataset=dataset, split=split, run=cubes,
+                                      complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
     reader = store.FeatureReader(up.path)
     shapes = reader.layers()
-    levels = list(shapes)
+    levels = pick_levels(cfg.levels, list(shapes), up.short)
     name, root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
     classes, train_videos, test_videos = split_videos(name, root, split, reader, log)
+    source = "extract" if features is not None else "cubes"
     run = open_run(cache_root, STAGE, SCHEMA, {"model": dataclasses.asdict(cfg), "train": train_key(tcfg)},
-                   upstream={"cubes": up.key}, inputs={"dataset": name, "root": root, "split": split})
+                   upstream={source: up.key}, inputs={"dataset": name, "root": root, "split": split})
     if upstream.is_complete(run):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
         return run
@@ -124,29 +146,25 @@ def _inputs(batch: dict[str, Any], levels: list[str]):
 
 
 def _step(cfg: TrainLSTMConfig, levels: list[str]):
-    import torch.nn.functional as F
-
-    from actiontk.models.conv3d import attention_regularization, channel_energy
-    from actiontk.models.joint_lstm import clip_scores
+    from actiontk.models.conv3d import attention_regularization, channel_energy, sequence_cross_entropy
+    from actiontk.models.joint_lstm import clip_vote
 
     def step(model, batch: dict[str, Any]):
         xs = _inputs(batch, levels)
         logits, att = model(xs)  # (B, L, K), (B, L, H*W)
         y = batch["label"]
-        B, L, K = logits.shape
-        loss = F.cross_entropy(logits.reshape(B * L, K), y.repeat_interleave(L))  # every step, like the paper
-        metrics: dict[str, float] = {}
-        if cfg.att_lambda > 0:
+        ce = sequence_cross_entropy(logits, y, cfg.over_time)  # - Σ_t y log ŷ_t, as printed (Sec. 3.3)
+        loss = ce
+        metrics: dict[str, float] = {"ce": float(ce.detach())}
+        if cfg.att_lambda > 0:  # our addition, reduced over time like the cross-entropy
             energy = sum(channel_energy(x) for x in xs) / len(xs)  # (B, L, H*W), a constant target
-            reg = attention_regularization(energy.detach(), att, cfg.att_lambda)
+            reg = attention_regularization(energy.detach(), att, cfg.att_lambda, cfg.over_time)
             loss = loss + reg
             metrics["att_reg"] = float(reg.detach())
-        metrics["acc"] = float((clip_scores(logits, last=cfg.last).argmax(-1) == y).float().mean())
+        metrics["acc"] = float((clip_vote(logits.detach(), last=cfg.last)[0] == y).float().mean())
         return loss, metrics
 
     return step
-
-
 
 
 def write_predictions(model, cfg: TrainLSTMConfig, levels: list[str], classes: list[str], train_set, test_set,
@@ -155,19 +173,20 @@ def write_predictions(model, cfg: TrainLSTMConfig, levels: list[str], classes: l
     from torch.utils.data import DataLoader
 
     from actiontk.data.clips import collate_clips
-    from actiontk.models.joint_lstm import clip_scores
+    from actiontk.models.joint_lstm import clip_scores, clip_vote
 
     model.eval()
     per_set = {}
     with torch.inference_mode():
         for what, ds in (("test", test_set), ("train", train_set)):
-            rows = {"video": [], "start": [], "scores": [], "att": []}
+            rows = {"video": [], "start": [], "scores": [], "pred": [], "att": []}
             for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate_clips):
                 xs = [x.to(device).float() for x in _inputs(batch, levels)]
                 logits, att = model(xs)
                 rows["video"].append(batch["video"].numpy())
                 rows["start"].append(batch["start"].numpy())
                 rows["scores"].append(clip_scores(logits, last=cfg.last).float().cpu().numpy())
+                rows["pred"].append(clip_vote(logits, last=cfg.last)[0].cpu().numpy())  # the paper's clip label
                 rows["att"].append(att.float().cpu().numpy())  # (B, L, H*W)
             per_set[what] = {k: np.concatenate(v) for k, v in rows.items()}
 
@@ -180,19 +199,21 @@ def write_predictions(model, cfg: TrainLSTMConfig, levels: list[str], classes: l
         mine = test["video"] == v
         scores = test["scores"][mine]
         video_scores[v] = scores.mean(0)
-        video_vote[v] = vote(scores.argmax(1), scores, K)
+        video_vote[v] = vote(test["pred"][mine], scores, K)
         video_mean[v] = int(video_scores[v].argmax())
     labels = np.array([lab for _, lab in videos], np.int64)
     np.savez_compressed(
         run.path / "predictions.npz", classes=np.array(classes), clip_video=test["video"], clip_start=test["start"],
-        clip_scores=test["scores"], video_rel=np.array([r for r, _ in videos]), video_label=labels,
+        clip_pred=test["pred"], clip_scores=test["scores"], video_rel=np.array([r for r, _ in videos]),
+        video_label=labels,
         video_vote=video_vote, video_mean=video_mean, video_scores=video_scores, last=cfg.last,
         clip_len=cfg.clip_len,
     )
     _write_attention_samples(run, cfg, test, test_set, labels, video_vote)
     _write_attention_run(run, per_set, train_set, test_set)
     summary = {
-        "clip_accuracy": float((test["scores"].argmax(1) == labels[test["video"]]).mean()),
+        "clip_accuracy": float((test["pred"] == labels[test["video"]]).mean()),
+        "clip_accuracy_mean": float((test["scores"].argmax(1) == labels[test["video"]]).mean()),
         "video_accuracy_vote": float((video_vote == labels).mean()),
         "video_accuracy_mean": float((video_mean == labels).mean()),
         "test_videos": len(videos), "test_clips": len(test["video"]),
@@ -216,7 +237,7 @@ def _write_attention_samples(run: Run, cfg: TrainLSTMConfig, test: dict, test_se
     np.savez_compressed(
         run.path / "attention_samples.npz",
         rel=np.array([videos[test["video"][i]][0] for i in pick]), start=test["start"][pick],
-        label=labels[test["video"][pick]], pred=test["scores"][pick].argmax(1),
+        label=labels[test["video"][pick]], pred=test["pred"][pick],
         video_pred=video_vote[test["video"][pick]],
         attention=test["att"][pick].reshape(len(pick), -1, H, W),  # (N, L, H, W)
         clip_len=cfg.clip_len,
