@@ -285,7 +285,7 @@ def evaluate(
 def run_pipeline(
     dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy or folder.")],
     root: Annotated[Path | None, typer.Option("--root", help="The dataset's folder (needed by extract).")] = None,
-    split: Split = 1,
+    split: Annotated[int | None, typer.Option("--split", help="Official split number (1, 2 or 3; default 1).")] = None,
     all_splits: Annotated[bool, typer.Option("--all-splits", help="Run splits 1-3; report mean ± std.")] = False,
     fusion: Annotated[str | None, typer.Option(help="early or late fusion (default: the preset's).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of extract,train-3d,train-lstm,"
@@ -347,7 +347,11 @@ def run(argv: list[str] | None = None) -> int:
     usage_error, click_exception = bases["UsageError"], bases["ClickException"]
 
     try:
-        result = app(args=argv, prog_name="actiontk", standalone_mode=False)
+        # Not app(...): Typer's main turns a KeyboardInterrupt into a silent exit code 130, before the handler
+        # below can say where the interrupted run stands.
+        command = typer.main.get_command(app)
+        with command.make_context("actiontk", list(sys.argv[1:] if argv is None else argv)) as ctx:
+            result = command.invoke(ctx)
         return result if isinstance(result, int) else 0
     except UserError as e:
         if _state["debug"]:
@@ -367,7 +371,7 @@ def run(argv: list[str] | None = None) -> int:
     except click_exception as e:
         return _fail(e.format_message(), e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        return _fail("interrupted; finished work is kept, run the same command again to resume", 130)
+        return _fail(_interrupted(), 130)
     except Exception as e:  # a bug, not a user error -- unless the machine ran out of disk or memory
         if _state["debug"]:
             raise
@@ -375,6 +379,18 @@ def run(argv: list[str] | None = None) -> int:
         if resource:
             return _fail(resource, 2)
         return _fail(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", 1)
+
+
+def _interrupted() -> str:
+    """Where an interrupted command leaves its runs: what each has saved, its folder, how to resume."""
+    try:
+        from actiontk.commands.status import interrupted_runs
+
+        where = interrupted_runs()
+    except Exception:  # the message must come out whatever state the cache is in
+        where = ""
+    return (f"interrupted; {where + ' -- ' if where else ''}finished work is kept, run the same command again to "
+            "resume")
 
 
 def _out_of_resources(e: BaseException) -> str | None:

@@ -8,8 +8,12 @@ config is what a run's cache key is computed from and what is saved beside its o
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import importlib
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +26,16 @@ else:  # pragma: no cover - Python 3.10
 
 T = TypeVar("T")
 ENV_STAGES = "ACTIONTK_STAGES"
+
+# The tables a preset may hold and the config dataclasses whose fields their keys set ("module:Class"). A
+# training stage's table sets both its model options and the shared TrainConfig.
+TABLES: dict[str, tuple[str, ...]] = {
+    "extract": ("actiontk.stages.extract:ExtractConfig",),
+    "train-3d": ("actiontk.stages.train_3d:Train3DConfig", "actiontk.train.engine:TrainConfig"),
+    "train-lstm": ("actiontk.stages.train_lstm:TrainLSTMConfig", "actiontk.train.engine:TrainConfig"),
+    "train-gap": ("actiontk.stages.train_gap:TrainGAPConfig", "actiontk.train.engine:TrainConfig"),
+    "run": ("actiontk.stages.pipeline:RunConfig",),
+}
 
 
 def presets_dir() -> Path:
@@ -38,9 +52,108 @@ def load_preset(dataset: str, config_file: Path | None = None) -> tuple[dict[str
             raise UserError(f"config file not found: {path}", "check the --config path")
         return {}, None
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8")), path
+        preset = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: invalid TOML ({e})", "fix the file or pass another --config") from None
+    except OSError as e:
+        raise UserError(f"cannot read the config file {path}: {e.strerror}", "check the --config path") from None
+    check_preset(preset, path)
+    return preset, path
+
+
+def check_preset(preset: dict[str, Any], path: Path | str) -> None:
+    """Every table, key and value of a preset against the config dataclasses' fields and annotations
+    (:data:`TABLES`), so that a typo or a value of the wrong type stops a command before it does any work,
+    with an error naming the file, the key and the type expected."""
+    fix = f"fix it in {path}"
+    for table, values in preset.items():
+        if table not in TABLES:
+            what = f"unknown table [{table}]" if isinstance(values, dict) else f"top-level key {table!r}"
+            raise UserError(f"{path}: {what}", f"a preset holds the tables {_tables()}; {fix}")
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: {table} must be a table ([{table}]), got {_toml_kind(values)}", fix)
+        hints = _field_hints(table)
+        for key, value in values.items():
+            if key not in hints:
+                raise UserError(f"{path}: [{table}] has unknown option {key!r}",
+                                f"known: {', '.join(sorted(hints))}; {fix}")
+            if not _matches(value, hints[key]):
+                raise UserError(f"{path}: [{table}] {key} must be {_describe(hints[key])}, got "
+                                f"{_toml_kind(value)}", fix)
+            if hints[key] is float or float in typing.get_args(hints[key]):
+                values[key] = float(value) if isinstance(value, int) else value  # 1 and 1.0 key the same run
+
+
+def _tables() -> str:
+    return ", ".join(f"[{t}]" for t in TABLES)
+
+
+def _field_hints(table: str) -> dict[str, Any]:
+    """Field name -> resolved annotation, over the dataclasses that ``[table]`` sets."""
+    hints: dict[str, Any] = {}
+    for spec in TABLES[table]:
+        module, _, name = spec.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        resolved = typing.get_type_hints(cls)
+        hints.update({f.name: resolved[f.name] for f in dataclasses.fields(cls)})
+    return hints
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a field annotation (bool is not an int; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # TOML has no null: an optional value is set or left out
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin in (list, tuple):
+        return f"an array of {_plural(args[0]) if args else 'values'}"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _plural(hint: Any) -> str:
+    return {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(hint, "values")
+
+
+def _toml_kind(value: Any) -> str:
+    """A TOML value as the file shows it and its kind, e.g. ``true (a boolean)``."""
+    if isinstance(value, bool):
+        return f"{'true' if value else 'false'} (a boolean)"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    kinds = {int: "an integer", float: "a number", str: "a string"}
+    for t, kind in kinds.items():
+        if isinstance(value, t):
+            shown = repr(value) if t is not str else '"' + value[:40] + '"'
+            return f"{shown} ({kind})"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"{value} (a date/time)"
+    return type(value).__name__
 
 
 def resolve(cls: type[T], preset: dict[str, Any], overrides: dict[str, Any], *, source: str = "preset") -> T:

@@ -68,3 +68,17 @@ class FailMidwayReader(VideoReader):
             if i == 4:
                 raise RuntimeError("simulated failure mid-stream")
             yield frame
+
+
+class StallAfterTwoReader(VideoReader):
+    """Decodes (via PyAV) the first two videos its process is given, then stalls like HangingReader: a run
+    that has saved some work when the test interrupts it."""
+
+    name = "stall-after-two"
+    _videos = 0
+
+    def iter_frames(self, path: str, *, size=None, stride: int = 1) -> Iterator[np.ndarray]:
+        StallAfterTwoReader._videos += 1
+        while StallAfterTwoReader._videos > 2:
+            time.sleep(3600)
+        yield from PyAVReader().iter_frames(path, size=size, stride=stride)

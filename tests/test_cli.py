@@ -137,3 +137,102 @@ def test_a_bug_is_still_an_internal_error(capsys, monkeypatch):
     monkeypatch.setattr("actiontk.commands.status.show_status", lambda *a, **k: 1 / 0)
     assert run(["status"]) == 1
     assert "internal error: ZeroDivisionError" in one_line_error(capsys)
+
+
+# -- bad input is refused before any work; an interrupt says where the run stands ------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> Path:
+    from actiontk.datasets.toy import ToyConfig, generate_toy
+
+    root = tmp_path_factory.mktemp("toy") / "toy"
+    generate_toy(root, ToyConfig(classes=6, groups=3, clips=1, frames=8, size=32), workers=1)
+    return root
+
+
+@pytest.mark.parametrize("backend", ["bogus", "nosuchmod:X", "tests.helpers_readers:NoSuchReader"])
+def test_unknown_extract_backend_is_refused_before_any_run(backend, toy_root: Path, tmp_path: Path, capsys):
+    cache = tmp_path / "cache"
+    assert run(["extract", "toy", "--root", str(toy_root), "--backend", backend, "--cache", str(cache)]) == 2
+    line = one_line_error(capsys)
+    assert repr(backend) in line and "pyav" in line, line
+    assert not (cache / "extract").exists()  # no partial run left behind
+
+
+def test_run_all_splits_with_a_split_is_a_usage_error(tmp_path: Path, capsys):
+    assert run(["run", "toy", "--all-splits", "--split", "2", "--cache", str(tmp_path)]) == 2
+    line = one_line_error(capsys)
+    assert "--all-splits" in line and "--split 2" in line, line
+
+
+def fake_run(cache: Path, stage: str, dataset: str, **config):
+    from actiontk.cache.runs import open_run
+
+    return open_run(cache, stage, 1, config, inputs={"dataset": dataset, "root": str(cache), "split": 1,
+                                                      "kind": "video"})
+
+
+def test_train_gap_on_a_video_extract_run_says_what_it_needs(tmp_path: Path, capsys):
+    from actiontk.cache.runs import release
+
+    video = fake_run(tmp_path, "extract", "toy", backbone="vgg16")
+    release(video.path)
+    assert run(["train-gap", "--features", str(video.path), "--cache", str(tmp_path)]) == 2
+    line = one_line_error(capsys)
+    assert f"{video.short} is a video extract run (toy)" in line and "needs an image extract run" in line, line
+    assert "actiontk extract mpii --root DIR --backbone resnet101" in line, line
+
+
+def test_an_interrupt_says_what_is_saved_where_and_how_to_resume(tmp_path: Path, capsys, monkeypatch):
+    from actiontk.cache import runs
+
+    monkeypatch.setattr(runs, "_held", {})  # only the runs this "command" opens
+    opened = []
+
+    def train_until_interrupted(*args, **kwargs):
+        r = fake_run(tmp_path, "train-3d", "toy", model={"channels": 8}, train={"epochs": 5})
+        (r.path / "checkpoint.pt").write_bytes(b"")
+        (r.path / "metrics.jsonl").write_text("".join(f'{{"split": "train", "epoch": {e}}}\n' for e in (1, 2)))
+        opened.append(r)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("actiontk.commands.train.run_train_3d", train_until_interrupted)
+    assert run(["train-3d", "--cache", str(tmp_path)]) == 130
+    line = one_line_error(capsys)
+    r = opened[0]
+    assert line.startswith("actiontk: error: interrupted; ") and "run the same command again to resume" in line
+    assert f"{r.short} (toy split 1) stopped at epoch 2/5, kept in {r.path}" in line, line
+
+
+def test_ctrl_c_during_extract(toy_root: Path, tmp_path: Path):
+    """A real SIGINT to the whole process group (what Ctrl-C sends) while extract waits for a stalled decoder,
+    after two videos are saved: exit 130, one line naming the run, its progress and folder."""
+    import os
+    import signal
+    import time
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ACTIONTK_CACHE": str(cache), "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "actiontk", "extract", "toy", "--root", str(toy_root),
+                             "--backend", "tests.helpers_readers:StallAfterTwoReader", "--workers", "1",
+                             "--videos-per-shard", "1", "--size", "32"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(cache.glob("extract/*/shards/*.h5"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=5)
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    run_dir = next(cache.glob("extract/*"))
+    lines = [x for x in err.splitlines() if x.startswith("actiontk:")]
+    assert lines == [f"actiontk: error: interrupted; extract/{run_dir.name} (toy split 1) stopped at 2/18 videos, "
+                     f"kept in {run_dir} -- finished work is kept, run the same command again to resume"], err
+    assert "Traceback" not in err

@@ -143,6 +143,11 @@ def _id(path: Path) -> str:
     return os.path.realpath(path)
 
 
+def held_runs() -> list[Path]:
+    """The run folders this process has open (and holds the open lock of), in the order it opened them."""
+    return [Path(p) for p in _held]
+
+
 def release(path: Path) -> None:
     """Drop this process's open lock on the run at ``path`` (if it holds one)."""
     fh = _held.pop(_id(path), None)

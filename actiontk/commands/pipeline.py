@@ -40,14 +40,20 @@ def _stage_table(title: str, results) -> Table:
     return table
 
 
-def run_run(dataset: str, *, root: Path | None, split: int, all_splits: bool, fusion: str | None, stages: str | None,
-            cache: Path | None, config: Path | None) -> None:
+def run_run(dataset: str, *, root: Path | None, split: int | None, all_splits: bool, fusion: str | None,
+            stages: str | None, cache: Path | None, config: Path | None) -> None:
     from actiontk.cache.runs import resolve_cache_root
+    from actiontk.config import load_preset
     from actiontk.datasets import get_dataset
     from actiontk.stages.pipeline import VIDEO_STAGES, parse_stages, run_video
 
+    if all_splits and split is not None:
+        raise UserError(f"--all-splits runs splits 1, 2 and 3; it cannot be combined with --split {split}",
+                        "drop one of the two options")
+    split = 1 if split is None else split
     name = dataset.lower()
     chosen = parse_stages(stages, VIDEO_STAGES)
+    load_preset(name, config)  # every table of the preset is checked before the first stage starts
     if getattr(get_dataset(name, root or "."), "kind", "video") != "video":
         raise UserError(f"`actiontk run` is the video pipeline; {name!r} holds still images",
                         f"use `actiontk extract {name} ...` then `actiontk train-gap`")

@@ -124,6 +124,31 @@ def inspect_runs(root: Path) -> list[RunStatus]:
     return list(statuses.values())
 
 
+def interrupted_runs() -> str:
+    """What the runs this process opened have saved, for the message of an interrupted command: each unfinished
+    one with its progress and folder (e.g. ``extract/1a2b... (toy split 1) stopped at 6/18 videos, kept in
+    /cache/extract/1a2b...``); '' when it opened none."""
+    from actiontk.cache.runs import RUN_FILE, held_runs
+
+    schemas = current_schemas()
+    parts, complete = [], []
+    for path in held_runs():
+        try:
+            run = Run(path, json.loads((path / RUN_FILE).read_text()))
+        except (OSError, ValueError):
+            continue
+        st = _describe(run, schemas)
+        if st.state == "complete":
+            complete.append(run.short)
+            continue
+        what = " ".join(x for x in (st.dataset, f"split {st.split}" if st.split else "") if x)
+        parts.append(f"{run.short}{f' ({what})' if what else ''} stopped at {st.progress or 'its start'}, "
+                     f"kept in {run.path}")
+    if complete and not parts:
+        parts.append(f"{', '.join(complete)} complete")
+    return "; ".join(parts)
+
+
 def _stale_reasons(st: RunStatus, statuses: dict[str, RunStatus], schemas: dict[str, int],
                    memo: dict[str, list[str]]) -> list[str]:
     run = st.run

@@ -434,6 +434,10 @@ def extract(
     samples = index.videos()
     image = ds.kind == "image"
     backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid)
+    if not image:  # an unknown --backend would otherwise fail in every decoder thread, after the run is made
+        from actiontk.video import get_reader
+
+        get_reader(cfg.backend)
     rank, world, local_rank, local_world = dist_info()
     device = resolve_device(cfg.device, local_rank)
     precision = resolve_precision(cfg.precision, device)

@@ -310,6 +310,16 @@ def _is_image_extract(run: Run) -> bool:
     return upstream.run_dataset(run) in IMAGE_DATASETS and extract_complete(run)
 
 
+def _not_images(run: Run) -> UserError | None:
+    """The error for a --features run that holds video features (train-gap reads still images' maps)."""
+    dataset = upstream.run_dataset(run)
+    if dataset in IMAGE_DATASETS:
+        return None
+    return UserError(f"{run.short} is a video extract run ({dataset}); train-gap needs an image extract run",
+                     "make one with `actiontk extract mpii --root DIR --backbone resnet101` (or toy-mpii, images) "
+                     "and pass it to --features, or leave --features out to use the newest")
+
+
 def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | None = None, root: Path | None = None,
               features: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
               console=None) -> Run:
@@ -331,7 +341,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         if root is not None:
             log("--root is only read with --finetune; cached mode uses the extract run's dataset root")
         up, _ = upstream.pick_run(cache_root, "extract", dataset=dataset, split=None, run=features,
-                                  complete=_is_image_extract,
+                                  complete=_is_image_extract, unsuitable=_not_images,
                                   next_step=f"actiontk extract {dataset or 'mpii'} --root DIR --backbone resnet101",
                                   log=log)
         name, data_root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]

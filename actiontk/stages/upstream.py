@@ -47,15 +47,19 @@ def run_splits(run: Run) -> list[int]:
 
 
 def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | None,
-             complete: Callable[[Run], bool], next_step: str, log: Callable[[str], None]) -> tuple[Run, int]:
+             complete: Callable[[Run], bool], next_step: str, log: Callable[[str], None],
+             unsuitable: Callable[[Run], UserError | None] | None = None) -> tuple[Run, int]:
     """The run of ``stage`` to read and the split to use.
 
     ``run`` names one explicitly (its folder path or ``STAGE/KEY`` prefix); otherwise the newest complete
-    run matching ``dataset`` / ``split``. The split defaults to the newest the run serves.
+    run matching ``dataset`` / ``split``. The split defaults to the newest the run serves. ``unsuitable``
+    says why a run named explicitly is of the wrong kind for the caller (None: it is not).
     """
     candidates = list_runs(cache_root, stage)
     if run is not None:
         chosen = _by_name(cache_root, stage, run, candidates)
+        if unsuitable is not None and (error := unsuitable(chosen)) is not None:
+            raise error
     else:
         matching = [r for r in candidates
                     if (dataset is None or run_dataset(r) == dataset.lower())
