@@ -47,7 +47,7 @@ def check(
     split: int,
     *,
     decode: bool = False,
-    backend: str = "decord",
+    backend: str = "pyav",
     timeout: float | None = 120.0,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
@@ -67,7 +67,9 @@ def _decode_all(report: CheckReport, *, backend, timeout, workers, progress) -> 
     local = threading.local()
     decoders: list[SafeDecoder] = []
     lock = threading.Lock()
-    fallback = None if backend == "pyav" else "pyav"
+    from actiontk.video.readers import other_backend
+
+    fallback = other_backend(backend)
 
     def one(sample: Sample) -> tuple[Sample, Problem | None, str | None]:
         if not hasattr(local, "decoder"):

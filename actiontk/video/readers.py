@@ -10,6 +10,16 @@ Frame counts come from decoding (:meth:`VideoReader.count_frames`), because cont
 truncated or re-muxed files; :func:`announced_frames` exposes that metadata separately so it can be
 compared against the decoded count.
 
+Frames are verified, not trusted. Both backends check the decoder's timestamps (present, strictly
+increasing, spaced as the stream's frame rate says, see :func:`timestamp_problem`), and decord's first frames
+are compared with PyAV's, because decord can return a stream shifted by a whole GOP and padded with copies of
+the last frame while its timestamp table looks perfect (seen on MPEG transport streams). A video that fails
+verification raises :class:`DecodeError`, so the caller falls back to the other backend instead of storing
+wrong frames. Both backends return frames upright: the rotation of the stream's display matrix (phone videos)
+is applied.
+
+Readers open regular files only: a FIFO or a device node is refused before any backend touches it.
+
 Backends are imported inside methods so that importing this module (and hence ``actiontk --help``) stays
 fast.
 
@@ -21,6 +31,8 @@ from __future__ import annotations
 
 import abc
 import importlib
+import os
+import stat
 from pathlib import Path
 from collections.abc import Iterator, Sequence
 
@@ -30,7 +42,15 @@ from actiontk.errors import UserError
 
 SizeArg = int | Sequence[int] | None  # None = native, int = shorter side, (H, W) = exact
 
-BACKENDS: tuple[str, ...] = ("decord", "pyav")
+# The default comes first: PyAV decoded every container of bench/decoders.py correctly and faster than decord
+# (docs/performance.md, "decoders").
+BACKENDS: tuple[str, ...] = ("pyav", "decord")
+DEFAULT_BACKEND = BACKENDS[0]
+
+
+def other_backend(name: str) -> str | None:
+    """The backend to fall back to when ``name`` fails: the other built-in one (PyAV for a plug-in)."""
+    return "decord" if name == "pyav" else "pyav"
 
 # Backend error messages (decord's in particular) can carry a multi-line C++ stack trace; one line of
 # bounded length is enough to tell the user what happened and keeps reports readable.
@@ -225,17 +245,109 @@ def _check_frame(path: str, backend: str, frame: object, shape: tuple[int, ...] 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# verification
+
+
+def require_regular_file(path: str, backend: str) -> None:
+    """Raise :class:`DecodeError` unless ``path`` (after symlinks) is a regular file.
+
+    FFmpeg opens anything it is given: a FIFO blocks it forever, a device node is read as a stream.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise DecodeError(path, backend, exception_reason(exc)) from exc
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else (
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "not a regular file")
+        raise DecodeError(path, backend, f"not a regular file ({kind}); only video files are decoded")
+
+
+def timestamp_problem(times: Sequence[float | None], rate: float | None) -> str | None:
+    """What is wrong with a decoder's presentation timestamps (seconds, one per decoded frame), or None.
+
+    They must be present and finite, strictly increasing (each frame shown once, in order), and spaced as
+    the stream's frame rate says: the median interval within a factor of 2 of ``1 / rate`` (variable
+    frame rate videos hold some frames longer, but their typical interval is still the nominal one).
+    """
+    known = [t for t in times if t is not None]
+    if len(known) < len(times):
+        return f"{len(times) - len(known)} of {len(times)} frames have no timestamp"
+    t = np.asarray(known, dtype=np.float64)
+    if not np.isfinite(t).all():
+        return "non-finite frame timestamps"
+    if len(t) < 2:
+        return None
+    gaps = np.diff(t)
+    if (gaps <= 0).any():
+        i = int(np.argmax(gaps <= 0)) + 1
+        what = "repeats" if gaps[i - 1] == 0 else "goes backwards"
+        return (f"frame timestamps are not increasing: frame {i}'s timestamp {t[i]:.6g} s {what} "
+                f"(previous {t[i - 1]:.6g} s)")
+    if rate and rate > 0:
+        ratio = float(np.median(gaps)) * rate
+        if not 0.5 <= ratio <= 2.0:
+            return (f"frame timestamps are {float(np.median(gaps)):.4g} s apart but the stream says "
+                    f"{rate:.4g} frames/s")
+    return None
+
+
+def _thumb(frame: np.ndarray, grid: int = 8) -> np.ndarray:
+    """Mean colour of each cell of a grid x grid partition of an (H, W, 3) frame: insensitive to the
+    interpolation and colour-conversion details in which two decoders may differ."""
+    h, w = frame.shape[:2]
+    ys = np.linspace(0, h, grid + 1).astype(int)
+    xs = np.linspace(0, w, grid + 1).astype(int)
+    f = frame.astype(np.float32)
+    return np.array([[f[ys[i]:max(ys[i + 1], ys[i] + 1), xs[j]:max(xs[j + 1], xs[j] + 1)].mean(axis=(0, 1))
+                      for j in range(grid)] for i in range(grid)])
+
+
+# Frames of decord compared with PyAV's at the start of each video, and how far apart (mean absolute
+# difference of 8x8 cell means, in 0..255 levels) two decodings of the same frame may be. The window spans
+# two GOPs of a typical MPEG-2 stream (12 frames), the shift seen in practice; the tolerance is well above
+# what 10-bit dithering differences give (about 1) and well below what a shift in a moving video gives.
+ANCHOR_FRAMES = 25
+ANCHOR_TOLERANCE = 6.0
+
+
+def frames_mismatch(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> str | None:
+    """Why the frames ``got`` are not the frames ``want`` (same shapes, close cell means), or None."""
+    for i, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a.shape != b.shape:
+            return f"frame {i} is {a.shape[1]}x{a.shape[0]}, PyAV's is {b.shape[1]}x{b.shape[0]} (rotation?)"
+        diff = float(np.abs(_thumb(a) - _thumb(b)).mean())
+        if diff > ANCHOR_TOLERANCE:
+            return f"frame {i} differs from PyAV's frame {i} (mean difference {diff:.1f} levels): frames shifted"
+    if len(got) != len(want):
+        return f"{len(got)} frames where PyAV decodes {len(want)}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # backends
 
 
 class DecordReader(VideoReader):
-    """decord backend: fast, resizes inside the decoder, skips colour conversion for strided-out frames."""
+    """decord backend: resizes inside the decoder, skips colour conversion for strided-out frames.
+
+    With ``verify`` (the default) a video is refused (:class:`DecodeError`) unless decord's timestamp table
+    passes :func:`timestamp_problem` and its first ``ANCHOR_FRAMES`` kept frames match PyAV's. On MPEG
+    program streams with B-frames decord's table holds missing timestamps (and its random access returns
+    wrong frames); on an MPEG transport stream it started 12 frames late and repeated the last frame to keep
+    the count, with a perfect table — hence the comparison. ``verify=False`` is for measuring decord itself.
+    """
 
     name = "decord"
+
+    def __init__(self, verify: bool = True):
+        self.verify = verify
 
     def _open(self, path: str, hw: tuple[int, int] | None):
         import decord
 
+        require_regular_file(path, self.name)
         try:
             if hw is None:
                 return decord.VideoReader(path)
@@ -243,10 +355,51 @@ class DecordReader(VideoReader):
         except Exception as exc:
             raise DecodeError(path, self.name, exception_reason(exc)) from exc
 
+    def _check_timestamps(self, path: str, vr) -> None:
+        try:
+            n = len(vr)
+            times = vr.get_frame_timestamp(list(range(n)))[:, 0].tolist() if n else []
+            rate = float(vr.get_avg_fps())
+        except Exception as exc:
+            raise DecodeError(path, self.name, f"no frame timestamps: {exception_reason(exc)}") from exc
+        problem = timestamp_problem(times, rate)
+        if problem:
+            raise DecodeError(path, self.name, f"frames cannot be verified: {problem}")
+
     def iter_frames(self, path: str, *, size: SizeArg = None, stride: int = 1) -> Iterator[np.ndarray]:
+        frames = self._iter_unverified(path, size=size, stride=stride)
+        if not self.verify:
+            yield from frames
+            return
+        # Compare the start of the video with PyAV before yielding anything, so that a refusal happens
+        # before any frame was delivered and the caller's fallback starts cleanly.
+        head: list[np.ndarray] = []
+        for frame in frames:
+            head.append(frame)
+            if len(head) == ANCHOR_FRAMES:
+                break
+        if head:
+            reference = PyAVReader(verify=False).iter_frames(path, size=size, stride=stride)
+            try:
+                want = [f for _, f in zip(range(ANCHOR_FRAMES), reference, strict=False)]
+            except Exception as exc:
+                reason = exc.reason if isinstance(exc, DecodeError) else exception_reason(exc)
+                raise DecodeError(path, self.name, f"frames cannot be verified: PyAV cannot decode them ({reason})") \
+                    from exc
+            finally:
+                reference.close()
+            problem = frames_mismatch(head, want)
+            if problem:
+                raise DecodeError(path, self.name, f"frames fail verification against PyAV: {problem}")
+        yield from head
+        yield from frames
+
+    def _iter_unverified(self, path: str, *, size: SizeArg, stride: int) -> Iterator[np.ndarray]:
         size = check_size(size)
         hw = size if isinstance(size, tuple) else None
         vr = self._open(path, hw)
+        if self.verify:
+            self._check_timestamps(path, vr)
         if isinstance(size, int):
             # decord only resizes to an explicit (W, H) fixed at open time and has no public way to ask
             # the native size, so decode the first frame natively, then reopen at the derived size.
@@ -269,6 +422,8 @@ class DecordReader(VideoReader):
                 vr.skip_frames(stride - 1)
 
     def count_frames(self, path: str | Path) -> int:
+        if self.verify:  # the count of verified frames: decord pads shifted streams to the announced count
+            return super().count_frames(path)
         # decord's skip_frames cannot be used for counting (it does not report the end of the stream),
         # so frames are pulled one by one at native size.
         path = str(path)
@@ -289,15 +444,27 @@ class DecordReader(VideoReader):
             raise DecodeError(path, self.name, "no frames decoded")
         return n
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(verify={self.verify})"
+
 
 class PyAVReader(VideoReader):
-    """PyAV (FFmpeg) backend: slower than decord but more tolerant, used as the fallback."""
+    """PyAV (FFmpeg) backend, the default: decoded every container of bench/decoders.py correctly.
+
+    Frames are turned upright by the display matrix's rotation (``frame.rotation``), and with ``verify``
+    (the default) the decoded frames' timestamps must pass :func:`timestamp_problem`; order is checked as
+    frames arrive, spacing when the stream ends.
+    """
 
     name = "pyav"
+
+    def __init__(self, verify: bool = True):
+        self.verify = verify
 
     def _open(self, path: str):
         import av
 
+        require_regular_file(path, self.name)
         try:
             container = av.open(path, metadata_errors="ignore")
         except Exception as exc:
@@ -314,18 +481,39 @@ class PyAVReader(VideoReader):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # frame+slice threading; same output, faster on long videos
             hw: tuple[int, int] | None = None
+            turns = 0
+            times: list[float | None] = []
             for i, frame in enumerate(container.decode(stream)):
+                if self.verify:
+                    t = frame.time
+                    if t is not None and times and times[-1] is not None and t <= times[-1]:
+                        what = "repeats" if t == times[-1] else "goes backwards"
+                        raise DecodeError(path, self.name, f"frames fail verification: frame {i}'s timestamp "
+                                                           f"{t:.6g} s {what} (previous {times[-1]:.6g} s)")
+                    times.append(t)
                 if i % stride:
                     continue  # decoded (unavoidable) but never converted to RGB
                 if hw is None:
-                    # Fix the output size from the first frame so a mid-stream resolution change still
-                    # yields uniformly shaped frames.
-                    hw = target_size((frame.height, frame.width), size)
-                yield frame.to_ndarray(format="rgb24", width=hw[1], height=hw[0])
+                    # Fix the output size and orientation from the first frame so a mid-stream resolution
+                    # change still yields uniformly shaped frames.
+                    turns = _quarter_turns(frame)
+                    upright = (frame.width, frame.height) if turns % 2 else (frame.height, frame.width)
+                    hw = target_size(upright, size)
+                    if turns % 2:
+                        hw = (hw[1], hw[0])  # resize in the coded orientation, then turn
+                rgb = frame.to_ndarray(format="rgb24", width=hw[1], height=hw[0])
+                yield np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+            if self.verify and times and any(t is not None for t in times):
+                rate = stream.average_rate or stream.guessed_rate
+                problem = timestamp_problem(times, float(rate) if rate else None)
+                if problem:
+                    raise DecodeError(path, self.name, f"frames fail verification: {problem}")
         finally:
             container.close()
 
     def count_frames(self, path: str | Path) -> int:
+        if self.verify:
+            return super().count_frames(path)
         path = str(path)
         container = self._open(path)
         n = 0
@@ -339,6 +527,17 @@ class PyAVReader(VideoReader):
         if n == 0:
             raise DecodeError(path, self.name, "no frames decoded")
         return n
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(verify={self.verify})"
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns (0..3) that make a PyAV frame upright, from its display matrix.
+    Rotations that are not a multiple of 90 degrees are rare enough (none from phones) to be left alone."""
+    degrees = getattr(frame, "rotation", 0) or 0  # PyAV >= 14; older versions: no rotation support
+    turns, rest = divmod(round(degrees), 90)
+    return int(turns) % 4 if rest == 0 else 0
 
 
 def announced_frames(path: str | Path) -> int | None:
@@ -355,6 +554,41 @@ def announced_frames(path: str | Path) -> int | None:
     finally:
         container.close()
     return frames if frames > 0 else None
+
+
+# A coded frame plus its index entries takes at least this many bytes in any container (an H.264 skipped
+# frame is a few bytes, an MP4 sample-size entry 4): a count beyond file size / this is a corrupt header.
+MIN_BYTES_PER_FRAME = 4
+
+
+def estimated_frames(path: str | Path) -> int | None:
+    """A plausible frame count for sizing a cache, from the container's metadata only (no decoding).
+
+    The announced count is used when it agrees with the container's duration x frame rate (within 1.5x)
+    and fits in the file's size; otherwise duration x rate when that fits in the file; otherwise None. A
+    header claiming 2e9 frames in a 50 kB file is thus ignored here: such a video is decoded and judged
+    on its own. Raises :class:`DecodeError` when the file cannot be opened.
+    """
+    path = str(path)
+    container = PyAVReader()._open(path)
+    try:
+        stream = container.streams.video[0]
+        announced = int(stream.frames or 0)
+        rate = stream.average_rate or stream.guessed_rate
+        seconds = None
+        if stream.duration and stream.time_base:
+            seconds = float(stream.duration * stream.time_base)
+        elif container.duration:
+            seconds = container.duration / 1_000_000  # AV_TIME_BASE
+    finally:
+        container.close()
+    limit = os.path.getsize(path) / MIN_BYTES_PER_FRAME
+    from_duration = seconds * float(rate) if seconds and rate and seconds > 0 else None
+    if from_duration is not None and not 0 < from_duration <= limit:
+        from_duration = None
+    if 0 < announced <= limit and (from_duration is None or announced <= 1.5 * from_duration + 2):
+        return announced
+    return int(round(from_duration)) if from_duration else None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ class SafeDecoder:
     call.
     """
 
-    def __init__(self, backend: str = "decord", fallback: str | None = "pyav", timeout: float | None = 120.0):
+    def __init__(self, backend: str = "pyav", fallback: str | None = "decord", timeout: float | None = 120.0):
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
                 raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
