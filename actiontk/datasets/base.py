@@ -3,6 +3,12 @@
 A dataset is parsed into a :class:`SplitIndex` that keeps going past bad lines and records each one as a
 :class:`Problem` (file, line, what is wrong). ``actiontk datasets check`` reports all of them; the stages
 call :meth:`SplitIndex.raise_first` and stop at the first one with a clear error.
+
+Entries must stay inside the dataset root, lexically (:func:`safe_rel`) and on disk: a symlink inside the
+dataset whose target lies outside the root's real path is refused ("outside-root"), since a dataset from
+elsewhere could otherwise make the decoders read any file the user can read. Setting the environment
+variable ``ACTIONTK_FOLLOW_SYMLINKS=1`` allows such links for every command (a dataset assembled from links
+into other disks). The root itself may be a symlink: it is resolved first.
 """
 
 from __future__ import annotations
@@ -19,6 +25,26 @@ VIDEO_EXTENSIONS = frozenset(
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLITS = (1, 2, 3)
+FOLLOW_SYMLINKS_ENV = "ACTIONTK_FOLLOW_SYMLINKS"
+
+
+def follow_symlinks_allowed() -> bool:
+    """True when the user allowed symlinks that lead outside the dataset root (``ACTIONTK_FOLLOW_SYMLINKS=1``)."""
+    return os.environ.get(FOLLOW_SYMLINKS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def link_escape(path: Path, root: Path) -> Path | None:
+    """Where ``path`` really points when that is outside ``root``'s real path (and links are not allowed
+    to leave it), else None."""
+    if follow_symlinks_allowed():
+        return None
+    real, real_root = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return None if real == real_root or real.is_relative_to(real_root) else real
+
+
+def escape_message(rel: str, real: Path, root: Path) -> str:
+    return (f"{rel!r} is a symlink to {real}, outside the dataset root {root} (set {FOLLOW_SYMLINKS_ENV}=1 "
+            "to allow links that leave the root)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,9 @@ class SplitIndex:
             return
         self._seen[rel] = f"{file.name}:{line}"
         full = root / rel
+        if (real := link_escape(full, root)) is not None:
+            self.note("outside-root", escape_message(rel, real, root), file, line, rel)
+            return
         if subset != "unused" and not full.is_file():
             self.note("missing", f"video not found: {full}", file, line, rel)
             return
@@ -157,7 +186,21 @@ class Dataset:
         return path
 
     def disk_videos(self) -> dict[str, Path]:
-        """Every video (or image) file under ``<video_root>/<class>/``, keyed by its ``rel`` path."""
+        """Every video (or image) file under ``<video_root>/<class>/``, keyed by its ``rel`` path.
+
+        Files (or class folders) that are symlinks leading outside the root are left out; see
+        :meth:`escaped_videos`."""
+        return {rel: f for rel, f in self._disk_files().items() if link_escape(f, self.video_root) is None}
+
+    def escaped_videos(self) -> dict[str, Path]:
+        """The files :meth:`disk_videos` leaves out: ``rel`` -> the real path outside the root."""
+        out = {}
+        for rel, f in self._disk_files().items():
+            if (real := link_escape(f, self.video_root)) is not None:
+                out[rel] = real
+        return out
+
+    def _disk_files(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
         root = self.video_root
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):

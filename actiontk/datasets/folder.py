@@ -12,7 +12,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from actiontk.datasets.base import IMAGE_EXTENSIONS, SPLITS, Dataset, Sample, SplitIndex, read_lines, safe_rel
+from actiontk.datasets.base import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    Dataset,
+    Problem,
+    Sample,
+    SplitIndex,
+    escape_message,
+    read_lines,
+    safe_rel,
+)
 from actiontk.datasets.ucf101 import parse_entry
 from actiontk.errors import UserError
 
@@ -60,6 +70,8 @@ class FolderDataset(Dataset):
             for rel, path in self.disk_videos().items():
                 cls = rel.split("/")[0]
                 idx.subset(hashed_subset(rel)).append(Sample(rel, path, classes.index(cls), cls))
+            for rel, real in self.escaped_videos().items():
+                idx.problems.append(Problem("outside-root", escape_message(rel, real, self.video_root), rel=rel))
             return idx
         for subset, path in zip(("train", "test"), lists, strict=True):
             self.require_file(path, f"{subset} list")

@@ -44,7 +44,15 @@ from pathlib import Path
 
 import numpy as np
 
-from actiontk.datasets.base import IMAGE_EXTENSIONS, Dataset, Sample, SplitIndex, read_lines
+from actiontk.datasets.base import (
+    IMAGE_EXTENSIONS,
+    Dataset,
+    Sample,
+    SplitIndex,
+    escape_message,
+    link_escape,
+    read_lines,
+)
 from actiontk.errors import UserError
 
 __all__ = [
@@ -625,6 +633,9 @@ class MPII(Dataset):
                     idx.unlabelled[subset].append(image.name)
                     continue
                 full = images / image.name
+                if (real := link_escape(full, images)) is not None:
+                    idx.note("outside-root", escape_message(image.name, real, images), path, number, image.name)
+                    continue
                 if not full.is_file():
                     idx.note("missing", f"image not found: {full}", path, number, image.name)
                     continue
