@@ -68,7 +68,7 @@ def datasets_check(
     root: Root,
     split: Split = 1,
     decode: Annotated[bool, typer.Option("--decode", help="Also decode every listed video.")] = False,
-    backend: Annotated[str, typer.Option(help="Video decoder: decord, pyav, or module:Class.")] = "decord",
+    backend: Annotated[str, typer.Option(help="Video decoder: pyav, decord, or module:Class.")] = "pyav",
     timeout: Annotated[float, typer.Option(help="Seconds allowed to decode one video.")] = 120.0,
     workers: Annotated[int | None, typer.Option(help="Parallel decoders (default: CPU count).")] = None,
 ) -> None:
@@ -135,7 +135,7 @@ def extract(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Frames per forward pass.")] = None,
     workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Primary decoder: decord or pyav.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Primary decoder: pyav or decord (the other: fallback).")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds allowed to decode one video.")] = None,
     videos_per_shard: Annotated[int | None, typer.Option(help="Videos per HDF5 shard.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first video that cannot be decoded.")] = False,

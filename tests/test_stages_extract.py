@@ -73,7 +73,7 @@ def test_reference_run_layout(reference, toy: Path):
     assert reader.layers() == {"pool4": (512, 2, 2), "conv5_3": (512, 2, 2)}
     assert all(reader.num_frames(rel) == 8 for rel in reader.videos())
     entry = reader.index.videos[reader.videos()[0]]
-    assert entry["backend"] == "decord" and entry["frame_stride"] == 1
+    assert entry["backend"] == "pyav" and entry["frame_stride"] == 1
 
 
 def test_features_equal_backbone_on_decoded_frames(reference, toy: Path):

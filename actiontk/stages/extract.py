@@ -2,14 +2,15 @@
 
 Data flow on one process::
 
-    decode threads (each owns a SafeDecoder worker process: timeout, PyAV fallback)
+    decode threads (each owns a SafeDecoder worker process: timeout, fallback to the other backend)
         │ uint8 frame chunks, bounded queue
         ▼
     main thread: batches frames across videos → device → weights' transform → backbone (AMP,
     channels_last on CUDA) → optional grid pooling → float16 → ShardWriter (all HDF5 I/O here)
 
 The run is keyed by the backbone identity (weights included), the preprocessing, the frame stride, the grid,
-the precision and the dataset root — not by the split: videos are stored individually, so ``--split 2``
+the precision, the decoders (primary and fallback: they do not give bit-identical frames on every video)
+and the dataset root — not by the split: videos are stored individually, so ``--split 2``
 after ``--split 1`` extracts only the videos split 1 did not have. Under ``torchrun`` each rank extracts
 ``todo[rank::world]`` into its own shards.
 """
@@ -39,7 +40,7 @@ from actiontk.datasets import Dataset, Sample, get_dataset
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
 
-SCHEMA = 1
+SCHEMA = 2  # 2: verified, upright frames (display-matrix rotation, EXIF orientation); decoders in the key
 STAGE = "extract"
 TARGETS = "targets.json"  # which videos each split asked for: what "complete" means in `actiontk status`
 
@@ -66,8 +67,8 @@ class ExtractConfig:
     """Frames per forward pass (across videos)."""
     workers: int = 2
     """Decoder processes."""
-    backend: str = "decord"
-    """Primary decoder (PyAV is the fallback)."""
+    backend: str = "pyav"
+    """Primary decoder: pyav or decord (the other one is the fallback), or module:Class."""
     timeout: float = 300.0
     """Seconds allowed to decode one video (per backend attempt)."""
     videos_per_shard: int = 32
@@ -130,7 +131,7 @@ def _decode_thread(samples: list[Sample], next_index: Callable[[], int | None], 
     """Decode the videos handed out by ``next_index`` and stream their frames to ``out``."""
     from actiontk.video import SafeDecoder
 
-    fallback = None if cfg.backend == "pyav" else "pyav"
+    fallback = decoder_fallback(cfg.backend)
     decoder = None if image else SafeDecoder(backend=cfg.backend, fallback=fallback, timeout=cfg.timeout)
 
     def put(msg: _Msg) -> bool:
@@ -195,10 +196,16 @@ def _decode_one(path: Path, i: int, put: Callable[[_Msg], bool], cfg: ExtractCon
 
 
 def _load_image(path: Path) -> np.ndarray:
-    from PIL import Image
+    from actiontk.data.images import load_rgb
 
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))[None]  # (1, H, W, 3)
+    return np.asarray(load_rgb(path))[None]  # (1, H, W, 3), upright (EXIF orientation applied)
+
+
+def decoder_fallback(backend: str) -> str:
+    """The backend extract retries a video with when ``backend`` fails on it (or fails verification)."""
+    from actiontk.video.readers import other_backend
+
+    return other_backend(backend)
 
 
 # -- the main loop --------------------------------------------------------------------------------------
@@ -374,12 +381,16 @@ def extract_state(run) -> dict:
 
 
 
-def key_config(cfg: ExtractConfig, precision: str) -> dict[str, Any]:
+def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[str, Any]:
     """The part of the config that changes the stored features (what the run key is computed from)."""
     from actiontk.models.backbones import backbone_identity
 
     return {
         "backbone": backbone_identity(cfg.backbone, cfg.layers, cfg.weights, cfg.size, seed=cfg.seed),
+        # decord and PyAV differ on some videos (10-bit colour conversion, rotation of Matroska files), so
+        # features decoded by one are not the other's; the fallback decides the frames of the videos the
+        # primary refuses.
+        "decoder": "pil" if image else {"backend": cfg.backend, "fallback": decoder_fallback(cfg.backend)},
         "frame_stride": cfg.frame_stride,
         "grid": cfg.grid,
         "precision": precision,
@@ -389,11 +400,15 @@ def key_config(cfg: ExtractConfig, precision: str) -> dict[str, Any]:
 
 def estimate_bytes(samples: list[Sample], layer_shapes: dict[str, tuple[int, ...]], stride: int,
                    image: bool) -> int | None:
-    """Rough size of the features of ``samples``: container frame counts of a sample of them, extrapolated."""
+    """Rough size of the features of ``samples``: container frame counts of a sample of them, extrapolated.
+
+    Counts come from :func:`estimated_frames`, which ignores a header's count that disagrees with the
+    container's duration x rate or cannot fit in the file (a corrupt or hostile header claiming 2e9 frames
+    must not block a whole dataset; that video is decoded and judged on its own)."""
     per_frame = sum(int(np.prod(s)) for s in layer_shapes.values()) * 2  # float16
     if image:
         return per_frame * len(samples)
-    from actiontk.video import announced_frames
+    from actiontk.video.readers import estimated_frames
 
     picks = random.Random(0).sample(samples, min(16, len(samples)))
     counts: list[int] = []
@@ -401,7 +416,7 @@ def estimate_bytes(samples: list[Sample], layer_shapes: dict[str, tuple[int, ...
     def probe() -> None:
         for s in picks:
             with contextlib.suppress(Exception):
-                n = announced_frames(s.path)
+                n = estimated_frames(s.path)
                 if n:
                     counts.append(n)
 
@@ -442,7 +457,7 @@ def extract(
     device = resolve_device(cfg.device, local_rank)
     precision = resolve_precision(cfg.precision, device)
 
-    run = open_run(cache_root, STAGE, SCHEMA, key_config(cfg, precision),
+    run = open_run(cache_root, STAGE, SCHEMA, key_config(cfg, precision, image),
                    inputs={"dataset": ds.name, "root": str(ds.root), "kind": ds.kind})
     dist = _init_distributed(world, device)
     lock = _RankLock(run.path, rank)

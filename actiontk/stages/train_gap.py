@@ -128,10 +128,9 @@ class Item:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
+    from actiontk.data.images import image_size
 
-    with Image.open(path) as im:  # reads the header only
-        return im.height, im.width
+    return image_size(path)  # upright (EXIF orientation applied); reads the header only
 
 
 def load_items(dataset: str, root: str | Path, *, keep: Callable[[str], bool] = lambda rel: True,
@@ -213,8 +212,8 @@ class ImageCrops:
     def __getitem__(self, i: int) -> dict[str, Any]:
         import torch
         import torchvision.transforms.functional as TF
-        from PIL import Image
 
+        from actiontk.data.images import load_rgb
         from actiontk.data.pose import center_crop_transform, keypoints_to_heatmaps, random_crop_transform
         from actiontk.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
@@ -229,8 +228,7 @@ class ImageCrops:
             t = random_crop_transform(it.size, self.resize, self.crop, rng)
         else:
             t = center_crop_transform(it.size, self.resize, self.crop)
-        with Image.open(it.path) as im:
-            img = t.apply_image(im.convert("RGB"))
+        img = t.apply_image(load_rgb(it.path))  # upright: EXIF orientation applied, as extract does
         x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
         heat, mask = keypoints_to_heatmaps(it.people, t, self.map_size, self.sigma, stride=self.stride)
         return {"x": x, "label": it.label, "heatmap": torch.from_numpy(heat), "mask": torch.from_numpy(mask),
