@@ -143,7 +143,7 @@ def augmented(maps: torch.Tensor) -> torch.Tensor:
 def test_rank1_head_is_second_order_pooling(head: str, depth: int | None, pose: bool) -> None:
     """score_k = Tr(X~^T Z~ W_k^T) / n with W_k = a~_k b~^T, built here from the modules' weights and X^T X."""
     torch.manual_seed(0)
-    model = make_head(head, depth=depth, pose=pose, dropout=0.5).double().eval()
+    model = make_head(head, depth=depth, pose=pose, pose_attention=pose, dropout=0.5).double().eval()
     with torch.no_grad():  # non-zero biases everywhere, so the appended ones column is exercised
         model.topdown.bias.uniform_(-1, 1)
         model.bottomup[-1].bias.fill_(0.7)
@@ -350,3 +350,63 @@ def test_gap_head_fits_class_dependent_maps() -> None:
         accuracy = (model(x).logits.argmax(1) == labels).float().mean().item()
     assert accuracy >= 0.97, f"train accuracy {accuracy:.3f} after 300 steps"
     assert elapsed < 10, f"training took {elapsed:.1f} s"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The paper's defaults and the printed form of Eqs. 4-5
+
+
+def test_pose_is_a_loss_term_only_by_default() -> None:
+    # Sec. III: the default head with pose has no pose input to its scores; the pose loss still trains the branch.
+    torch.manual_seed(0)
+    model = GAPHead(GAPConfig(F_IN, K, head="gap", depth=2, width=16, pose=True, pose_width=6, dropout=0.0))
+    assert model.config.pose_attention is False
+    assert model.bottomup[0].in_channels == F_IN  # the bottom-up stack reads X, not pose features
+    x = torch.rand(B, F_IN, 4, 4)
+    out = model(x)
+    out.logits.sum().backward()
+    assert all(p.grad is None for p in model.pose_features.parameters())
+    model.zero_grad()
+    pose_loss(model(x).heatmaps, torch.rand(B, J, 4, 4), torch.ones(B, J)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.pose_features.parameters())
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_printed_form_is_a_rank1_head_with_b_relu_vc(depth: int) -> None:
+    # Eqs. 4-5 as printed: W_k = a_k f(V c)^T with V = f(U_1) ... f(U_T), f = ReLU on the *weights*. The head must equal
+    # a rank-1 (attn) head whose bottom-up 1x1 conv has the weights b = f(Vc), computed here from the equation.
+    torch.manual_seed(depth)
+    printed = make_head("gap", depth=depth, form="weights").double().eval()
+    with torch.no_grad():
+        for u in printed.bottomup.factors:  # some negative entries, so that f on the weights matters
+            u.add_(-0.5 * u.mean())
+        printed.bottomup.c.copy_(torch.rand_like(printed.bottomup.c) - 0.2)  # mixed signs, Vc mostly > 0
+    us, c = [u.detach() for u in printed.bottomup.factors], printed.bottomup.c.detach()
+    v = torch.eye(F_IN, dtype=torch.float64)
+    for u in us:
+        v = v @ u.clamp_min(0)  # V = prod_t f(U_t)
+    b = (v @ c).clamp_min(0)  # f(Vc)
+    assert (b >= 0).all() and (b > 0).any()
+    rank1 = make_head("attn").double().eval()
+    with torch.no_grad():
+        rank1.topdown.load_state_dict(printed.topdown.state_dict())
+        rank1.bottomup[0].weight.copy_(b.view(1, F_IN, 1, 1))
+        rank1.bottomup[0].bias.copy_(printed.bottomup.bias)
+    x = torch.rand(B, F_IN, 3, 4, dtype=torch.float64)
+    diff = max_diff(printed(x).logits, rank1(x).logits)
+    assert diff < 1e-12, f"max abs diff {diff:g}"
+    # and as second-order pooling: score_k = Tr(X~^T X~ W_k^T) with W_k = a~_k b~^T
+    diff2 = max_diff(printed.second_order_logits(x), printed(x).logits)
+    assert diff2 < 1e-12, f"max abs diff {diff2:g}"
+    out = printed(x)
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in printed.parameters())
+
+
+def test_printed_form_needs_gap_with_hidden_layers() -> None:
+    with pytest.raises(ValueError, match="form 'weights'"):
+        make_head("attn", form="weights")
+    with pytest.raises(ValueError, match="form 'weights'"):
+        make_head("gap", depth=0, form="weights")
+    with pytest.raises(ValueError, match="form must be"):
+        make_head("gap", form="both")

@@ -38,13 +38,22 @@ def pipeline(tmp_path_factory) -> dict:
     cfg3, tcfg3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
                                         {"channels": 32, "hidden": 32, "epochs": 15, **CLIP})
     assert cfg3.standardize and cfg3.temporal_center  # what the toy preset relies on
-    run3, _ = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, log=quiet)
     cfgl, tcfgl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
                                         {"fusion": "late", "hidden": 64, "layers": 2, "epochs": 15, "last": 4, **CLIP})
-    runl = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, log=quiet)
-    metrics = [json.loads(x) for x in (run3.path / "metrics.jsonl").read_text().splitlines()]
+    # The default pipeline's alternation (one round): 3D convnet -> LSTM -> 3D convnet regularized by that LSTM's
+    # attention -> cubes -> LSTM, as `actiontk run` does it.
+    run3, cubes0 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, log=quiet)
+    first = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes0.path), log=quiet)
+    run3r, cubes1 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, attention_from=str(first.path), log=quiet)
+    runl = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes1.path), log=quiet)
+
+    def last_val(run) -> dict:
+        metrics = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]
+        return [m for m in metrics if m["split"] == "val"][-1]
+
     return {"summary": json.loads((runl.path / "summary.json").read_text()),
-            "val_3d": [m for m in metrics if m["split"] == "val"][-1]}
+            "unregularized": json.loads((first.path / "summary.json").read_text()),
+            "val_3d": last_val(run3), "val_3d_regularized": last_val(run3r)}
 
 
 def test_joint_lstm_is_far_above_chance(pipeline: dict):
@@ -57,6 +66,17 @@ def test_joint_lstm_is_far_above_chance(pipeline: dict):
 
 def test_deep_supervision_heads_learn_too(pipeline: dict):
     assert pipeline["val_3d"]["acc"] >= DEEP_SUPERVISION_BAR, pipeline["val_3d"]
+    assert pipeline["val_3d_regularized"]["acc"] >= DEEP_SUPERVISION_BAR, pipeline["val_3d_regularized"]
+
+
+def test_print_figures(pipeline: dict):
+    """Not an assertion of its own: prints the figures docs/models.md records (pytest -s)."""
+    for name in ("unregularized", "summary"):
+        s = pipeline[name]
+        print(f"{name}: video vote {s['video_accuracy_vote']:.3f} mean {s['video_accuracy_mean']:.3f} "
+              f"clip {s['clip_accuracy']:.3f}")
+    print(f"3D val acc {pipeline['val_3d']['acc']:.3f}, regularized {pipeline['val_3d_regularized']['acc']:.3f}")
+    assert pipeline["unregularized"]["test_videos"] == pipeline["summary"]["test_videos"]
 
 
 # -- the two additions the toy preset relies on, unit by unit ---------------------------------------------------

@@ -392,9 +392,9 @@ class FeatureBackbone(torch.nn.Module):
         out = self.body(x)
         return {layer: out[layer] for layer in self.layers}  # each (B, C, h, w)
 
-    def preprocess(self, size: int) -> torch.nn.Module:
+    def preprocess(self, size: int, *, square: bool = False) -> torch.nn.Module:
         """The weights' eval transform at ``size`` (see :func:`make_preprocess`)."""
-        return make_preprocess(self.name, size, imagenet=self._imagenet)
+        return make_preprocess(self.name, size, imagenet=self._imagenet, square=square)
 
     def map_size(self, layer: str, size: int) -> tuple[int, int]:
         """Spatial size ``(h, w)`` of ``layer`` for a ``size`` x ``size`` input, as the forward gives it."""
@@ -402,28 +402,32 @@ class FeatureBackbone(torch.nn.Module):
 
     def identity(self, size: int) -> dict[str, Any]:
         """Everything that changes the stored features, as JSON-able data (for cache keys and metadata)."""
-        return _identity(self.spec, self.layers, self.weights_id, size, self._imagenet)
+        return _identity(self.spec, self.layers, self.weights_id, size, self._imagenet)  # shorter-side resize
 
 
-def make_preprocess(name: str, size: int, *, imagenet: bool) -> torch.nn.Module:
+def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = False) -> torch.nn.Module:
     """The weights' eval transform at ``size``: resize the shorter side, center-crop, ImageNet-normalize.
 
     Takes uint8 (or float in [0, 1]) ``(..., 3, H, W)`` tensors or PIL images, returns float
     ``(..., 3, size, size)``. ``resize_size == crop_size`` on purpose: the whole short side is kept.
+    ``square=True`` resizes the whole frame to ``size`` x ``size`` instead (the aspect ratio is not kept and
+    nothing is cropped), as the joint-attention paper's Sec. 4.2 resizes frames to 384 x 384.
     """
     _check_size(size)
     make = _spec(name).weights.transforms  # functools.partial(ImageClassification, crop_size=...)
+    resize = [size, size] if square else size  # a pair makes torchvision's Resize ignore the aspect ratio
     if imagenet:
-        return make(resize_size=size, crop_size=size)
+        return make(resize_size=resize, crop_size=size)
     # Random or local weights: the same transform, with the ImageNet statistics spelled out so that
     # an eventual change of the enum's defaults cannot change them silently.
-    return make(resize_size=size, crop_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return make(resize_size=resize, crop_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def _identity(spec: BackboneSpec, layers: Sequence[str], weights_id: str, size: int, imagenet: bool) -> dict[str, Any]:
+def _identity(spec: BackboneSpec, layers: Sequence[str], weights_id: str, size: int, imagenet: bool,
+              square: bool = False) -> dict[str, Any]:
     import torchvision
 
-    t = make_preprocess(spec.name, size, imagenet=imagenet)
+    t = make_preprocess(spec.name, size, imagenet=imagenet, square=square)
     interpolation = getattr(t, "interpolation", None)
     version = re.match(r"(\d+)\.(\d+)", torchvision.__version__)
     return {
@@ -487,13 +491,13 @@ def _calibrate_batchnorm(model: torch.nn.Module) -> bool:
 
 
 def backbone_identity(name: str, layers: Sequence[str], weights: str | os.PathLike[str], size: int, *,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0, square: bool = False) -> dict[str, Any]:
     """:meth:`FeatureBackbone.identity` computed without a model: what a cache key needs, so that a cache hit
-    never needs the weights (which may not be downloadable here)."""
+    never needs the weights (which may not be downloadable here). ``square``: see :func:`make_preprocess`."""
     spec = _spec(name)
     chosen = _check_layers(spec, layers)
     imagenet = isinstance(weights, str) and weights == "imagenet"
-    return _identity(spec, chosen, weights_identity(name, weights, seed=seed), size, imagenet)
+    return _identity(spec, chosen, weights_identity(name, weights, seed=seed), size, imagenet, square)
 
 
 def channels(name: str, layer: str) -> int:

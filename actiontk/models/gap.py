@@ -1,8 +1,9 @@
 """Generalized attentional pooling (GAP): the classification head of the still-image method, on ResNet-101 maps.
 
-It follows DESIGN.md ("GAP head") and, for the rank-1 case and the pose branch, Girdhar & Ramanan, "Attentional
-pooling for action recognition" (NIPS 2017) and their reference code. docs/models.md ("GAP head") states the
-equations as implemented, the second-order pooling equivalence with its proof, and every interpretation.
+It follows the generalized attentional pooling paper (Secs. III-IV) and, for the rank-1 case and the pose branch,
+Girdhar & Ramanan, "Attentional pooling for action recognition" (NIPS 2017) and their reference code.
+docs/models.md ("GAP head") states the equations as implemented, the second-order pooling equivalence with its
+proof, and every interpretation.
 
 For feature maps X (B, f, H, W), n = H*W locations x_i in R^f, K classes:
 
@@ -19,9 +20,17 @@ For feature maps X (B, f, H, W), n = H*W locations x_i in R^f, K classes:
   ReLU, then a final 1x1 conv r_T -> 1 with no activation. **The bottom-up stack therefore has T + 1 convs**, and
   T = 0 is exactly the rank-1 head (same modules, same parameter names).
 
+``form`` picks how the gap head's bottom-up factor is built (the paper prints one form and implements another):
+
+* ``"activations"`` (Sec. IV, the default): the 1x1 convs with ReLU above act on the activations phi_j(x_i);
+* ``"weights"`` (Eqs. 4-5 as printed): ``W_k = a_k f(V c)^T`` with ``V = prod_t f(U_t)``, f = ReLU applied to the
+  *weights*: the bottom-up map is ``h(x_i) = b^T x_i + beta`` with one fixed non-negative vector ``b = f(V c)``,
+  i.e. a rank-1 head whose bottom-up weights are parametrized as a product (:class:`PrintedBottomUp`).
+
 With ``pose=True`` a pose branch (two 3x3 conv + ReLU layers, then a 1x1 regression of 16 keypoint heatmaps) runs
-on X, and by default (``pose_attention=True``) the bottom-up stack reads the pose branch's features instead of X:
-the pose-regularized attention of the reference, where the keypoint supervision shapes the attention map.
+on X. In the paper (Sec. III) pose is a regularizing loss only: the branch's output is supervised and feeds nothing
+else (``pose_attention=False``, the default). ``pose_attention=True`` is the rank-1 reference code's variant: the
+bottom-up stack reads the pose branch's features instead of X, so the keypoint supervision shapes the attention.
 
 What this module holds: :class:`GAPConfig`, :class:`GAPHead`, :class:`GAPOutput`, :func:`pose_loss`, and the
 second-order pooling form of the rank-1 head, :func:`second_order_pool` and :func:`second_order_scores`.
@@ -35,9 +44,10 @@ import torch
 from torch import Tensor, nn
 
 HEADS = ("mean", "attn", "gap")
+FORMS = ("activations", "weights")
 
-# DESIGN.md: "weight 1e-6 relative to cross-entropy (paper value; configurable)". The training stage multiplies
-# pose_loss by it; kept here so that the value and the loss's reduction (which gives it its meaning) sit together.
+# The paper's pose-loss weight, relative to the cross-entropy (Sec. III). The training stage multiplies pose_loss by
+# it; kept here so that the value and the loss's reduction (which gives it its meaning) sit together.
 PAPER_POSE_WEIGHT = 1e-6
 
 # The last bottom-up conv's bias starts at 1 (its weights start small and random, PyTorch's default): the
@@ -64,9 +74,12 @@ class GAPConfig:
     pose: bool = False  # add the keypoint-heatmap branch
     pose_width: int = 768  # channels of the pose branch's two 3x3 convs (768: the reference's pose layer width)
     joints: int = 16  # heatmap channels (MPII joint ids 0-15)
-    # With pose=True, the bottom-up stack reads the pose branch's features (pose-regularized attention) instead of
-    # X. Ignored without pose. On cached maps this is the only way the keypoint loss can affect the action scores.
-    pose_attention: bool = True
+    # With pose=True, the bottom-up stack reads the pose branch's features (the rank-1 reference code's variant)
+    # instead of X. Off = the paper: pose is a loss term only. Ignored without pose. On cached maps (a frozen
+    # backbone) a loss-only pose branch shares no weights with the action scores, so it cannot change them.
+    pose_attention: bool = False
+    # "activations": Sec. IV's 1x1 convs with ReLU on the activations; "weights": Eqs. 4-5 as printed (gap, T >= 1).
+    form: str = "activations"
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "width", "pose_width", "joints"):
@@ -87,6 +100,11 @@ class GAPConfig:
             raise ValueError(f"GAPConfig.depth must be an integer >= 0, got {self.depth!r}")
         if self.head == "attn" and self.depth != 0:
             raise ValueError(f"GAPConfig.depth must be 0 for head 'attn' (rank-1), got {self.depth}; use head 'gap'")
+        if self.form not in FORMS:
+            raise ValueError(f"GAPConfig.form must be one of {FORMS}, got {self.form!r}")
+        if self.form == "weights" and (self.head != "gap" or self.depth < 1):
+            raise ValueError(f"GAPConfig.form 'weights' (Eqs. 4-5 as printed) needs head 'gap' with depth >= 1, got "
+                             f"head {self.head!r} depth {self.depth}")
         if self.depth > 0 and self.bottomup_widths[-1] < 1:
             raise ValueError(
                 f"GAPConfig.width {self.width} is too small for depth {self.depth}: halving it {self.depth - 1} times "
@@ -130,8 +148,10 @@ class GAPHead(nn.Module):
         f, p = config.in_channels, config.pose_width
         self.drop = nn.Dropout(config.dropout)
         self.topdown = nn.Conv2d(f, config.num_classes, kernel_size=1)
-        self.bottomup: nn.Sequential | None = None
-        if config.head != "mean":
+        self.bottomup: nn.Sequential | PrintedBottomUp | None = None
+        if config.form == "weights":
+            self.bottomup = PrintedBottomUp(config.bottomup_in_channels, config.bottomup_widths)
+        elif config.head != "mean":
             layers: list[nn.Module] = []
             channels = config.bottomup_in_channels
             for width in config.bottomup_widths:
@@ -190,6 +210,9 @@ class GAPHead(nn.Module):
         input's channels (f, or the pose width with pose attention). The head's logits are then, in eval mode,
         ``score_k = Tr(M W_k^T)`` with ``M = X~^T Z~ / n`` and ``W_k = a~_k b~^T`` (see :func:`second_order_scores`).
         """
+        if isinstance(self.bottomup, PrintedBottomUp):
+            a = torch.cat([self.topdown.weight.flatten(1), self.topdown.bias[:, None]], dim=1)  # (K, f+1)
+            return a, torch.cat([self.bottomup.vector(), self.bottomup.bias])
         if self.bottomup is None or len(self.bottomup) != 1:
             raise ValueError(
                 f"the second-order form exists for rank-1 heads only (head 'attn', or 'gap' with depth 0); this head "
@@ -210,6 +233,38 @@ class GAPHead(nn.Module):
         a, b = self.rank1_factors()
         pose_feats, _ = self._pose(x)
         return second_order_scores(second_order_pool(x, self._bottomup_input(x, pose_feats)), a, b)
+
+
+class PrintedBottomUp(nn.Module):
+    """The bottom-up factor of Eqs. 4-5 as printed: ``b = f(V c)``, ``V = f(U_1) f(U_2) ... f(U_T)``, f = ReLU.
+
+    ``U_1`` is ``(g, r_1)``, ``U_t`` is ``(r_{t-1}, r_t)``, ``c`` is ``(r_T,)``; ``b`` is one non-negative vector of
+    size g, the same for every image, so the map ``h(x_i) = b^T x_i + beta`` is a rank-1 bottom-up (a 1x1 conv
+    g -> 1 whose weights are ``b``). The ReLUs act on weights, not on activations: that is what the equations say,
+    and why Sec. IV's implementation (``form="activations"``) is a different, non-linear head.
+    """
+
+    def __init__(self, in_channels: int, widths: list[int]) -> None:
+        super().__init__()
+        dims = [in_channels, *widths]
+        # U_t start uniform in [0, 2 / r_t]: rows sum to about 1, so the product keeps a scale of 1 whatever T.
+        self.factors = nn.ParameterList(
+            nn.Parameter(torch.rand(dims[t], dims[t + 1]) * (2.0 / dims[t + 1])) for t in range(len(widths))
+        )
+        self.c = nn.Parameter(0.01 * torch.randn(widths[-1]))
+        # beta starts at 1, as the rank-1 head's last bias (see BOTTOMUP_BIAS_INIT)
+        self.bias = nn.Parameter(torch.full((1,), BOTTOMUP_BIAS_INIT))
+
+    def vector(self) -> Tensor:
+        """``b = f(V c)``, shape ``(g,)``."""
+        v = self.c
+        for u in reversed(self.factors):  # f(U_1) (f(U_2) (... (f(U_T) c)))
+            v = torch.relu(u) @ v
+        return torch.relu(v)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Maps ``(B, g, H, W)`` -> bottom-up map ``(B, 1, H, W)``."""
+        return torch.einsum("bghw,g->bhw", z, self.vector())[:, None] + self.bias
 
 
 def second_order_pool(x: Tensor, z: Tensor | None = None) -> Tensor:

@@ -69,7 +69,7 @@ class ReportData:
 def build(ev: Evaluation, *, log: Callable[[str], None] = print) -> ReportData:
     """Everything the reports show, computed once for all formats."""
     from actiontk.report import figures
-    from actiontk.report.published import comparison
+    from actiontk.report.published import comparison, method_of
 
     m = ev.metrics
     summary = m["summary"]
@@ -96,7 +96,7 @@ def build(ev: Evaluation, *, log: Callable[[str], None] = print) -> ReportData:
         "map": m["map"],
         "rule": m["rule"],
         "over_splits": _over_splits_rows(over) if over else None,
-        "published": comparison(m.get("dataset"), m["kind"], model_config, summary, over),
+        "published": comparison(m.get("dataset"), m["kind"], method_of(m["kind"], ev.provenance), summary, over),
         "per_class": m["per_class"],
         "confused": m["most_confused"],
         "cm": {"classes": m["classes"], "support": cm.sum(1).tolist(),

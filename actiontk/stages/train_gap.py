@@ -36,10 +36,11 @@ from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
 from actiontk.stages import upstream
+from actiontk.models.gap import PAPER_POSE_WEIGHT
 from actiontk.stages.common import train_key
 
 STAGE = "train-gap"
-SCHEMA = 2  # 2: inputs standardized per channel
+SCHEMA = 3  # 2: inputs standardized per channel; 3: pose as a loss term only by default, weight decay = 2 zeta
 IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
 
 
@@ -55,10 +56,19 @@ class TrainGAPConfig:
     """r1, width of the first bottom-up layer; each next one is half as wide (paper: 4096)."""
     dropout: float = 0.8
     """Drop rate on the maps before the top-down conv (the rank-1 reference: 0.8)."""
+    form: str = "activations"
+    """How the gap head's bottom-up factor is built: activations (Sec. IV: 1x1 convs + ReLU on the maps, the
+    default) or weights (Eqs. 4-5 as printed: a rank-1 head with b = ReLU(V c), V a product of ReLU'd matrices)."""
     pose: bool = False
-    """Add the pose branch: keypoint heatmap regression (l2) that also feeds the bottom-up attention."""
-    pose_weight: float = 1e-6
+    """Add the pose branch: keypoint heatmap regression (l2), a regularizing loss term (paper, Sec. III)."""
+    pose_attention: bool = False
+    """With --pose, feed the pose branch's features into the bottom-up attention (the rank-1 reference code's
+    variant; not the paper's). Off: pose is a loss term only."""
+    pose_weight: float = PAPER_POSE_WEIGHT
     """Weight of the pose loss relative to the cross-entropy (paper: 1e-6)."""
+    standardize: bool = True
+    """Standardize every input channel with training-set statistics before the head (our addition; off: the
+    maps as the backbone gives them)."""
     pose_width: int = 768
     """Channels of the pose branch's two 3x3 convs."""
     sigma: float = 1.0
@@ -93,6 +103,13 @@ class TrainGAPConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.form not in ("activations", "weights"):
+            raise UserError(f"--form must be activations or weights, got {self.form!r}")
+        if self.form == "weights" and (self.head != "gap" or self.depth == 0):
+            raise UserError("--form weights (Eqs. 4-5 as printed) needs --head gap with --depth >= 1",
+                            "attn is already rank-1; drop --form or use --head gap")
+        if not self.pose:
+            self.pose_attention = False  # no pose branch, nothing to feed: one key for both spellings
         if self.pose_weight < 0:
             raise UserError(f"--pose-weight must be >= 0, got {self.pose_weight}")
         if self.sigma <= 0:
@@ -373,7 +390,8 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
 
     seed_everything(tcfg.seed)  # same config, same initial weights
     head = GAPHead(GAPConfig(in_channels=f, num_classes=len(classes), head=cfg.head, depth=cfg.depth,
-                             width=cfg.width, dropout=cfg.dropout, pose=cfg.pose, pose_width=cfg.pose_width))
+                             width=cfg.width, dropout=cfg.dropout, pose=cfg.pose, pose_width=cfg.pose_width,
+                             pose_attention=cfg.pose_attention, form=cfg.form))
     if cfg.finetune:
         from actiontk.models.backbones import build_backbone
 
@@ -393,7 +411,9 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         f"{len(test_set)} test images of {name} ({len(classes)} classes) into {run.path}")
     trainer = Trainer(model, train_set=train_set, val_set=test_set, collate=None, cfg=tcfg, run_dir=run.path,
                       step=_step(cfg), console=console)
-    if not (resume and (run.path / "checkpoint.pt").is_file()):  # a resumed run's statistics are in its checkpoint
+    if not cfg.standardize:
+        log("input standardization is off: the head reads the maps as the backbone gives them")
+    elif not (resume and (run.path / "checkpoint.pt").is_file()):  # a resumed run's statistics are in its checkpoint
         fit_standardization(trainer.model, train_set, device=trainer.device, batch_size=tcfg.batch_size)
     history = trainer.fit(resume=resume)
     if trainer.is_main:
