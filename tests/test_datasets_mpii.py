@@ -15,7 +15,7 @@ from actiontk.cli import run
 from actiontk.datasets import DATASETS, get_dataset
 from actiontk.datasets import mpii
 from actiontk.datasets.mpii import MAT_NAME, MPII, TRAIN_LIST, VAL_LIST, find_mat, load_annotations
-from actiontk.datasets.toy_mpii import ACTIONS, MARKER, ToyMPIIConfig, generate_toy_mpii, render_image
+from actiontk.datasets.toy_mpii import ACTIONS, MARKER, QUIRK_IMAGES, ToyMPIIConfig, generate_toy_mpii, render_image
 from actiontk.errors import UserError
 
 SMALL = ToyMPIIConfig(seed=0, classes=3, per_class=6, size=64)
@@ -62,8 +62,10 @@ def raw_counts(mat: Path) -> dict[str, int]:
             with_points += bool(pts.size)
             points += pts.size
             for p in pts:
+                if "is_visible" not in p.dtype.names:  # a point struct array without the field
+                    continue
                 v = p["is_visible"]
-                visible += v.size > 0 and str(v.ravel()[0]) == "1"
+                visible += v.size > 0 and str(v.ravel()[0]) in ("1", "1.0")
     acts = release["act"].ravel()
     labelled = sum(a["act_id"].size > 0 and int(a["act_id"].ravel()[0]) >= 0 for a in acts)
     return {"images": release["annolist"].size, "labelled": labelled, "people": people,
@@ -75,7 +77,8 @@ def raw_counts(mat: Path) -> dict[str, int]:
 
 def test_layout_is_mpiis(small):
     root, info, calls = small
-    n = 3 * 6 + 1 + 2  # labelled + unlabelled listed (5% of 18, at least 1) + 2 unlisted test images
+    n = 3 * 6 + 1 + 2 + QUIRK_IMAGES  # labelled + unlabelled listed (5% of 18, at least 1) + 2 unlisted test images
+    # + the unlisted images whose annotations carry the real file's rarer oddities
     files = digests(root)
     jpgs = [f for f in files if f.startswith("images/")]
     assert len(jpgs) == n and all(len(Path(f).stem) == 9 and f.endswith(".jpg") for f in jpgs)
@@ -83,7 +86,7 @@ def test_layout_is_mpiis(small):
     for fname in (TRAIN_LIST, VAL_LIST):
         lines = (root / fname).read_text().splitlines()
         assert lines == sorted(lines) and all(len(s) == 9 and s.isdigit() for s in lines)
-    assert info["images"] == n and info["labelled"] == 18 and info["unlabelled"] == 3
+    assert info["images"] == n and info["labelled"] == 18 and info["unlabelled"] == 3 + QUIRK_IMAGES
     assert json.loads((root / MARKER).read_text())["config"] == {"seed": 0, "classes": 3, "per_class": 6, "size": 64,
                                                                  "difficulty": "easy"}
     assert calls[0] == (0, n) and calls[-1] == (n, n)
@@ -94,21 +97,23 @@ def test_loader_counts_are_exact(small):
     ann = load_annotations(root)
     counts = ann.counts()
     raw = raw_counts(root / MAT_NAME)
-    assert counts["images"] == raw["images"] == 21
-    assert counts["labelled"] == raw["labelled"] == 18 and counts["unlabelled"] == 3
+    assert counts["images"] == raw["images"] == 21 + QUIRK_IMAGES
+    assert counts["labelled"] == raw["labelled"] == 18 and counts["unlabelled"] == 3 + QUIRK_IMAGES
     assert counts["classes"] == 3
     for key in ("people", "people_with_keypoints", "joints", "visible_joints"):
         assert counts[key] == raw[key], key
-    # the 2 unlisted "MPII test set" images have people without keypoints; everyone else has some
+    # the 2 unlisted "MPII test set" images have people without keypoints, and so has the one person annotated
+    # with an empty annopoints; everyone else has some
     test_people = sum(len(im.people) for im in ann.images if im.img_train is False)
-    assert test_people >= 2 and counts["people"] - counts["people_with_keypoints"] == test_people
-    assert ann.anomalies["person-without-keypoints"] == test_people
+    assert test_people >= 2 and counts["people"] - counts["people_with_keypoints"] == test_people + 1
+    assert ann.anomalies["person-without-keypoints"] == test_people + 1
     # head joints of every third image carry an empty is_visible
     assert ann.anomalies["visibility-not-recorded"] > 0
     assert sum(im.img_train is False for im in ann.images) == 2
     # easy: labelled images show the actor alone; every other unlabelled or unlisted image adds a bystander
     assert all(len(im.people) == 1 for im in ann.images if im.labelled)
-    assert sum(len(im.people) == 2 for im in ann.images if not im.labelled) == 2  # k = 0 of both groups
+    # k = 0 of both groups, and the bystander of the quirk image whose actor's points have no is_visible field
+    assert sum(len(im.people) == 2 for im in ann.images if not im.labelled) == 3
 
 
 def test_hard_images_have_bystanders_and_clutter(tmp_path: Path):
@@ -183,6 +188,114 @@ def test_keypoints_match_the_drawn_figures(small):
     vis = got[ok, 2]
     assert set(np.unique(vis[~np.isnan(vis)])) <= {0.0, 1.0} and (vis == 0).sum() >= 3
     assert person.head_box is not None and person.objpos is not None and person.scale > 0
+
+
+# -- the real file's rarer oddities, as the toy generator writes them ------------------------------------
+
+
+def squeezed_release(mat: Path):
+    return sio.loadmat(str(mat), squeeze_me=True, struct_as_record=False)["RELEASE"]
+
+
+def as_list(value) -> list:
+    return list(value.ravel()) if isinstance(value, np.ndarray) else [value]
+
+
+def is_empty(value) -> bool:
+    return isinstance(value, np.ndarray) and value.size == 0
+
+
+def test_toy_file_carries_the_real_files_quirks_and_the_parser_copes(small):
+    """Each oddity of mpii_human_pose_v1_u12_1.mat that the parser handles is in the toy's file (found in the
+    raw .mat, squeezed as the parser loads it), and the parse of that image is what it should be."""
+    from scipy.io.matlab import mat_struct
+
+    root, _, _ = small
+    release = squeezed_release(root / MAT_NAME)
+    ann = load_annotations(root)
+    annolist = as_list(release.annolist)
+    by_name = {a.image.name: a for a in annolist}
+
+    # an image whose annorect is empty: nobody annotated (its figures are still drawn)
+    nobody = [n for n, a in by_name.items() if is_empty(a.annorect)]
+    assert nobody and all(ann[n].people == () for n in nobody)
+    rects = {(n, j): r for n, a in by_name.items() if not is_empty(a.annorect)
+             for j, r in enumerate(as_list(a.annorect))}
+
+    # a person whose annopoints is empty, with empty scale and objpos
+    no_points = [(n, j) for (n, j), r in rects.items() if is_empty(getattr(r, "annopoints", np.zeros(1)))]
+    assert no_points
+    for n, j in no_points:
+        person = ann[n].people[j]
+        assert np.isnan(person.joints).all() and not person.annotated.any()
+    no_scale = [(n, j) for (n, j), r in rects.items() if is_empty(r.scale) and is_empty(r.objpos)]
+    assert no_scale and all(ann[n].people[j].scale is None and ann[n].people[j].objpos is None for n, j in no_scale)
+
+    # keypoints whose point struct array has no is_visible field at all
+    points = {(n, j): as_list(r.annopoints.point) for (n, j), r in rects.items()
+              if isinstance(getattr(r, "annopoints", None), mat_struct)}
+    no_field = [(n, j) for (n, j), pts in points.items() if not hasattr(pts[0], "is_visible")]
+    assert no_field
+    for n, j in no_field:
+        person = ann[n].people[j]
+        assert person.annotated.sum() >= 10 and np.isnan(person.joints[person.annotated, 2]).all()
+
+    # a person with a single point: the struct array squeezes to a lone struct, not an array
+    lone = [(n, j) for (n, j), r in rects.items() if isinstance(getattr(getattr(r, "annopoints", None), "point", None),
+                                                                mat_struct)]
+    assert lone
+    for n, j in lone:
+        point = rects[(n, j)].annopoints.point
+        person = ann[n].people[j]
+        assert person.annotated.sum() == 1
+        assert person.joints[int(point.id), :2].tolist() == [point.x, point.y]
+
+    # doubles where MATLAB stores doubles (unsqueezed: every number is a 1x1 double matrix)
+    raw = sio.loadmat(str(root / MAT_NAME), squeeze_me=False, struct_as_record=True)["RELEASE"][0, 0]
+    assert raw["img_train"].dtype == np.float64
+    assert {a["act_id"].dtype for a in raw["act"].ravel()} == {np.dtype(np.float64)}
+    labelled = next(i for i, a in enumerate(raw["act"].ravel()) if a["act_id"].ravel()[0] >= 0)
+    first = raw["annolist"].ravel()[labelled]["annorect"].ravel()[0]
+    point = first["annopoints"][0, 0]["point"].ravel()[0]
+    assert point["id"].dtype == np.float64 and point["x"].dtype == np.float64 and first["scale"].dtype == np.float64
+
+    # video_list: the YouTube ids that annolist(i).vididx (1-based, a double) points into, with frame_sec
+    videos = as_list(release.video_list)
+    assert videos and all(isinstance(v, str) and len(v) == 11 for v in videos)
+    with_video = [a for a in annolist if not is_empty(a.vididx)]
+    assert len(with_video) >= len(annolist) // 2
+    assert all(1 <= a.vididx <= len(videos) and float(a.vididx).is_integer() and a.frame_sec >= 0
+               for a in with_video)
+    # none of it is an anomaly of the labelled images: their people all have keypoints, as before
+    assert all(p.annotated.any() for im in ann.labelled for p in im.people)
+
+
+# Digests of the labelled images' annotations (names, labels, every person's joints, visibility, scale, objpos,
+# head box) and of the split lists, as toy MPII format version 2 wrote them for SMALL in both difficulties: the
+# quirks of version 3 went on other images, so the pose and label data the accuracy tests train on is the same.
+LABELLED_V2 = {"easy": "5755176b2c81b38c87c487485abbee5a527d6e68315f17e63ac344fe27bf57a2",
+               "hard": "eecfa9414bdeb3d3eb8ca696d42b64de8f7f1091675beb10001d2df86ab14004"}
+
+
+def labelled_digest(root: Path) -> str:
+    ann = load_annotations(root, disk_cache=False)
+    h = hashlib.sha256()
+    for name in (TRAIN_LIST, VAL_LIST):
+        h.update((root / name).read_bytes())
+    for im in ann.labelled:
+        h.update(f"{im.index}|{im.name}|{im.act_id}|{im.act_name}|{im.cat_name}|{im.label}|{im.img_train}".encode())
+        for p in im.people:
+            h.update(np.ascontiguousarray(p.joints).tobytes())
+            h.update(repr((p.scale, p.objpos, p.head_box, p.single)).encode())
+    return h.hexdigest()
+
+
+def test_labelled_annotations_are_those_of_format_version_2(small, tmp_path: Path):
+    root, _, _ = small
+    assert labelled_digest(root) == LABELLED_V2["easy"]
+    hard = tmp_path / "hard"
+    generate_toy_mpii(hard, ToyMPIIConfig(seed=0, classes=3, per_class=6, size=64, difficulty="hard"))
+    assert labelled_digest(hard) == LABELLED_V2["hard"]
 
 
 # -- hand-written .mat files ------------------------------------------------------------------------------
@@ -459,7 +572,7 @@ def test_same_seed_gives_identical_bytes(small, tmp_path: Path):
 def test_different_seed_gives_different_images(small, tmp_path: Path):
     root, _, _ = small
     other = generate_toy_mpii(tmp_path / "s1", ToyMPIIConfig(seed=1, classes=3, per_class=6, size=64))
-    assert other["images"] == 21
+    assert other["images"] == 21 + QUIRK_IMAGES
     a, b = digests(root), digests(tmp_path / "s1")
     assert not set(a) & set(b) - {MARKER, MAT_NAME, TRAIN_LIST, VAL_LIST}  # other names, too
     assert a[MAT_NAME] != b[MAT_NAME]

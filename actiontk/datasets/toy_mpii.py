@@ -18,7 +18,7 @@ Bystanders stand with arms down (a pose of no class); the actor is always the fi
 Layout written (MPII's)::
 
     OUT/images/<9 digits>.jpg                 JPEG, quality 90, SIZE x SIZE
-    OUT/mpii_human_pose_v1_u12_1.mat          RELEASE: annolist, act, img_train, single_person, version
+    OUT/mpii_human_pose_v1_u12_1.mat          RELEASE: annolist, act, img_train, single_person, video_list, version
     OUT/images_mpii_train.txt                 image names without .jpg, sorted
     OUT/images_mpii_val.txt
     OUT/.actiontk-toy-mpii.json               config + counts; written last, marks a complete dataset
@@ -29,9 +29,16 @@ that squeeze to a lone struct, ``is_visible`` stored as a number in even-indexed
 "annotator" skipped (3% of them, still drawn), occluded far-side limbs of profile poses (``is_visible`` 0),
 one class name carried by two act ids (``running``: 5 and 205), unlabelled images (``act_id`` -1, listed,
 so the loader must exclude and count them), and two images of MPII's own test set (``img_train`` 0,
-people with ``scale``/``objpos`` only, in no list). Coordinates (joints, head boxes, ``objpos``) follow
-MPII's MATLAB convention of 1-based pixel indices: x right, y down, the top-left pixel's centre at (1, 1)
-(``actiontk.data.pose.from_pixel_indices`` converts them to continuous coordinates).
+people with ``scale``/``objpos`` only, in no list). Every number is a double, as MATLAB stores them (ids,
+``act_id``, ``img_train``, ``is_visible`` when numeric); ``video_list`` holds YouTube-like ids that every
+entry's ``vididx`` (1-based) points into, with a ``frame_sec``. The rarer oddities of the real file go on
+:data:`QUIRK_IMAGES` extra images in no list (unlabelled, ``img_train`` 1, at the end of ``annolist`` so
+that the other entries keep their positions), one each: an empty ``annorect`` (figures drawn, nobody
+annotated), a person with an empty ``annopoints`` and empty ``scale``/``objpos``, a person whose points have
+no ``is_visible`` field, and a person with a single point (which squeezes to a lone struct). Coordinates
+(joints, head boxes, ``objpos``) follow MPII's MATLAB convention of 1-based pixel indices: x right, y down,
+the top-left pixel's centre at (1, 1) (``actiontk.data.pose.from_pixel_indices`` converts them to continuous
+coordinates).
 
 Split: of each class's images k = 0..N-1, those with k % 3 == 2 go to the val list, the rest to train;
 unlabelled images alternate. Each image is drawn from its own ``np.random.default_rng`` seeded by
@@ -53,15 +60,20 @@ import numpy as np
 from actiontk.datasets.mpii import IMAGE_DIR, MAT_NAME, NUM_JOINTS, TRAIN_LIST, VAL_LIST
 from actiontk.errors import UserError
 
-__all__ = ["ACTIONS", "MARKER", "ToyAction", "ToyMPIIConfig", "generate_toy_mpii", "render_image"]
+__all__ = ["ACTIONS", "MARKER", "QUIRK_IMAGES", "QUIRKS", "ToyAction", "ToyMPIIConfig", "generate_toy_mpii",
+           "render_image"]
 
 FORMAT = "actiontk-toy-mpii"
-FORMAT_VERSION = 2  # 2: --difficulty (easy, the new default; hard draws as version 1 did)
+FORMAT_VERSION = 3  # 2: --difficulty (easy, the new default; hard draws as version 1 did); 3: the .mat's doubles,
+# video_list and the quirk images (the labelled images and their annotations are version 2's)
 MARKER = ".actiontk-toy-mpii.json"
 SUPERSAMPLE = 2  # figures are drawn at 2x and box-filtered down: smooth edges without antialiased primitives
 JPEG_QUALITY = 90
 UNLABELLED_FRACTION = 0.05  # at least one
 TEST_IMAGES = 2  # img_train = 0, in no list
+# The extra images whose annotations carry the real file's rarer oddities, one each (see _quirk_rects).
+QUIRKS = ("no-people", "no-keypoints", "no-visibility-field", "lone-point")
+QUIRK_IMAGES = len(QUIRKS)
 SKIP_JOINT = 0.03  # probability that the "annotator" leaves a drawn joint out
 _GRADIENT_GRID = 32  # the background gradient is computed on this grid and enlarged
 DIFFICULTIES = {
@@ -462,7 +474,8 @@ class _Entry:
     action: ToyAction | None
     act_id: int  # -1: unlabelled
     key: tuple[int, ...]  # (group, class, k): seeds the image
-    subset: str | None  # 'train', 'val' or None (MPII's own test set)
+    subset: str | None  # 'train', 'val' or None (in no list: MPII's own test set, or a quirk image)
+    quirk: str | None = None  # one of QUIRKS: how this image's annotations are odd
 
 
 def _name(seed: int, key: tuple[int, ...], taken: set[str]) -> str:
@@ -490,7 +503,10 @@ def _plan(config: ToyMPIIConfig) -> list[_Entry]:
     for k in range(TEST_IMAGES):
         entries.append(_Entry(_name(config.seed, (2, 0, k), taken), None, -1, (2, 0, k), None))
     order = np.random.default_rng([config.seed, 99]).permutation(len(entries))
-    return [entries[i] for i in order]
+    # the quirk images come after the shuffle, so that the entries above keep version 2's positions
+    quirks = [_Entry(_name(config.seed, (3, 0, k), taken), None, -1, (3, 0, k), None, quirk)
+              for k, quirk in enumerate(QUIRKS)]
+    return [entries[i] for i in order] + quirks
 
 
 def _empty() -> np.ndarray:
@@ -511,46 +527,87 @@ def _struct_array(records: list[dict], names: list[str], shape: str = "row") -> 
 def _visibility(value: int, style: str):
     if style == "empty":
         return _empty()
-    return str(value) if style == "str" else value
+    return str(value) if style == "str" else float(value)
 
 
-def _release(plan: list[_Entry], people: list[list[_Person]]) -> dict:
+def _points(p: _Person, i: int, *, visibility: bool = True) -> list[dict]:
+    """The annotated joints of a person in annolist entry ``i`` (see the module docstring for the styles)."""
+    points = []
+    for jid in range(NUM_JOINTS):
+        if p.skipped[jid]:
+            continue
+        point = {"id": float(jid), "x": round(float(p.joints[jid, 0]), 2), "y": round(float(p.joints[jid, 1]), 2)}
+        if visibility:
+            style = "empty" if jid in (8, 9) and i % 3 == 0 else ("str" if i % 2 else "int")
+            point["is_visible"] = _visibility(int(not p.occluded[jid]), style)
+        points.append(point)
+    return points
+
+
+def _rect(p: _Person, points: list[dict] | None) -> dict:
+    """A person of ``annorect``: head box, scale, objpos and keypoints (``points`` None: an empty annopoints)."""
+    x1, y1, x2, y2 = (round(v, 2) for v in p.head_box)
+    fields = ["id", "x", "y"] + (["is_visible"] if points and "is_visible" in points[0] else [])
+    return {"x1": x1, "y1": y1, "x2": x2, "y2": y2, "scale": round(p.scale, 4),
+            "objpos": {"x": round(p.objpos[0], 2), "y": round(p.objpos[1], 2)},
+            "annopoints": {"point": _struct_array(points, fields)} if points else _empty()}
+
+
+def _quirk_rects(entry: _Entry, persons: list[_Person], i: int) -> list[dict]:
+    """The people of a quirk image, annotated the odd way its name says (the actor is ``persons[0]``)."""
+    actor, others = persons[0], persons[1:]
+    if entry.quirk == "no-people":  # drawn, but nobody annotated: annorect = []
+        return []
+    if entry.quirk == "no-keypoints":  # a person without keypoints, scale or objpos
+        first = {**_rect(actor, None), "scale": _empty(), "objpos": _empty()}
+    elif entry.quirk == "no-visibility-field":  # the point struct array has no is_visible field
+        first = _rect(actor, _points(actor, i, visibility=False))
+    else:  # lone-point: one annotated joint, the head top; a 1x1 struct array squeezes to a lone struct
+        top = [pt for pt in _points(actor, i) if pt["id"] == 9] or _points(actor, i)[:1]
+        first = _rect(actor, top)
+    return [first] + [_rect(p, _points(p, i)) for p in others]
+
+
+def _video_ids(seed: int, n: int) -> np.ndarray:
+    """``n`` YouTube-like video ids (11 characters of [A-Za-z0-9_-]), as a MATLAB cell row."""
+    import base64
+
+    ids = np.empty((1, n), dtype=object)
+    for v in range(n):
+        digest = hashlib.sha256(f"{FORMAT}:{seed}:video:{v}".encode()).digest()
+        ids[0, v] = base64.urlsafe_b64encode(digest).decode()[:11]
+    return ids
+
+
+def _release(plan: list[_Entry], people: list[list[_Person]], seed: int) -> dict:
     """The RELEASE struct in MPII's nesting (see the module docstring for the oddities it carries)."""
     annolist, acts, singles = [], [], np.empty((len(plan), 1), dtype=object)
+    videos = max(1, len(plan) // 8)  # a few frames from each video, as in MPII
     for i, (entry, persons) in enumerate(zip(plan, people, strict=True)):
-        rects = []
-        for p in persons:
-            if entry.subset is None:  # MPII's test set: no keypoints, no head box
-                rects.append({"scale": round(p.scale, 4),
-                              "objpos": {"x": round(p.objpos[0], 2), "y": round(p.objpos[1], 2)}})
-                continue
-            points = []
-            for jid in range(NUM_JOINTS):
-                if p.skipped[jid]:
-                    continue
-                style = "empty" if jid in (8, 9) and i % 3 == 0 else ("str" if i % 2 else "int")
-                points.append({"id": jid, "x": round(float(p.joints[jid, 0]), 2),
-                               "y": round(float(p.joints[jid, 1]), 2),
-                               "is_visible": _visibility(int(not p.occluded[jid]), style)})
-            x1, y1, x2, y2 = (round(v, 2) for v in p.head_box)
-            rects.append({"x1": x1, "y1": y1, "x2": x2, "y2": y2, "scale": round(p.scale, 4),
-                          "objpos": {"x": round(p.objpos[0], 2), "y": round(p.objpos[1], 2)},
-                          "annopoints": {"point": _struct_array(points, ["id", "x", "y", "is_visible"])}})
-        names = ["scale", "objpos"] if entry.subset is None else ["x1", "y1", "x2", "y2", "annopoints", "scale",
-                                                                   "objpos"]
-        annolist.append({"image": {"name": entry.name}, "annorect": _struct_array(rects, names) if rects else _empty(),
-                         "frame_sec": _empty(), "vididx": _empty()})
-        if entry.action is None:
-            acts.append({"act_name": _empty(), "cat_name": _empty(), "act_id": -1})
+        if entry.quirk is not None:
+            rects = _quirk_rects(entry, persons, i)
+        elif entry.subset is None:  # MPII's test set: no keypoints, no head box
+            rects = [{"scale": round(p.scale, 4), "objpos": {"x": round(p.objpos[0], 2), "y": round(p.objpos[1], 2)}}
+                     for p in persons]
         else:
-            acts.append({"act_name": entry.action.name, "cat_name": entry.action.category, "act_id": entry.act_id})
-        singles[i, 0] = np.arange(1, len(persons) + 1, dtype=np.float64).reshape(-1, 1)
+            rects = [_rect(p, _points(p, i)) for p in persons]
+        names = ["scale", "objpos"] if entry.subset is None and entry.quirk is None else [
+            "x1", "y1", "x2", "y2", "annopoints", "scale", "objpos"]
+        annolist.append({"image": {"name": entry.name}, "annorect": _struct_array(rects, names) if rects else _empty(),
+                         "frame_sec": float(1 + (37 * i) % 600), "vididx": float(1 + (5 * i) % videos)})
+        if entry.action is None:
+            acts.append({"act_name": _empty(), "cat_name": _empty(), "act_id": -1.0})
+        else:
+            acts.append({"act_name": entry.action.name, "cat_name": entry.action.category,
+                         "act_id": float(entry.act_id)})
+        singles[i, 0] = np.arange(1, len(rects) + 1, dtype=np.float64).reshape(-1, 1)
     return {
         "annolist": _struct_array(annolist, ["image", "annorect", "frame_sec", "vididx"]),
-        "img_train": np.array([[0 if e.subset is None else 1 for e in plan]], dtype=np.uint8),
+        "img_train": np.array([[0.0 if e.subset is None and e.quirk is None else 1.0 for e in plan]]),
         "version": "12",
         "single_person": singles,
         "act": _struct_array(acts, ["act_name", "cat_name", "act_id"], shape="column"),
+        "video_list": _video_ids(seed, videos),
     }
 
 
@@ -649,7 +706,7 @@ def generate_toy_mpii(
         _atomic_bytes(images / entry.name, buf.getvalue())
         if progress:
             progress(done, total)
-    _write_mat(out_dir / MAT_NAME, _release(plan, people))
+    _write_mat(out_dir / MAT_NAME, _release(plan, people, config.seed))
     for subset, fname in (("train", TRAIN_LIST), ("val", VAL_LIST)):
         stems = sorted(e.name[:-4] for e in plan if e.subset == subset)
         _atomic_bytes(out_dir / fname, "".join(s + "\n" for s in stems).encode())
