@@ -21,7 +21,8 @@ from typing import ClassVar
 from actiontk.errors import UserError
 
 VIDEO_EXTENSIONS = frozenset(
-    {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp", ".ogv"}
+    {".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp", ".ogv", ".vob", ".ts",
+     ".mts", ".m2ts"}
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 SPLITS = (1, 2, 3)
