@@ -48,19 +48,21 @@ def demo_dir(tmp_path_factory) -> tuple[Path, list]:
 
 
 def test_demo_trains_on_one_thread(demo_dir):
-    assert FIT_THREADS == [1, 1, 1], FIT_THREADS  # train-3d, train-lstm, train-gap
+    # train-3d, train-lstm (its attention), train-3d regularized, train-lstm, train-gap
+    assert FIT_THREADS == [1, 1, 1, 1, 1], FIT_THREADS
 
 
 def test_demo_runs_every_stage_and_writes_its_files(demo_dir):
     work, results = demo_dir
     video, image = results
-    assert [s.stage for s in video.stages] == ["generate", *VIDEO_STAGES]
+    assert [s.stage for s in video.stages] == ["generate", "extract", "train-3d", "train-lstm (attention for round 1)",
+                                               "train-3d (round 1, attention-regularized)", "train-lstm", "evaluate"]
     assert [s.stage for s in image.stages] == ["generate", "extract (images)", "train-gap", "evaluate"]
     cache = work / "cache"
     for stage in ("extract", "train-3d", "cubes", "train-lstm", "train-gap"):
         runs = [p for p in (cache / stage).iterdir() if p.is_dir()]
         assert runs, stage
-    lstm = video.stages[3].run
+    lstm = video.stages[5].run
     gap = image.stages[2].run
     for run in (lstm, gap):
         for name in ("predictions.npz", "attention_samples.npz", "metrics.jsonl", "checkpoint.pt", "metrics.json",

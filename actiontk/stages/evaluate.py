@@ -111,7 +111,8 @@ def load_predictions(path: Path) -> Predictions:
         clip_preds = data["clip_pred"].astype(np.int64)
         if clip_scores.ndim != 2 or clip_scores.shape[1] != K or len(clip_video) != len(clip_scores):
             raise bad(f"clip_scores has shape {clip_scores.shape} for {len(clip_video)} clips and {K} classes")
-        if clip_preds.shape != clip_video.shape or (len(clip_preds) and (clip_preds.min() < 0 or clip_preds.max() >= K)):
+        out_of_range = len(clip_preds) and (clip_preds.min() < 0 or clip_preds.max() >= K)
+        if clip_preds.shape != clip_video.shape or out_of_range:
             raise bad(f"clip_pred has shape {clip_preds.shape} or classes outside 0..{K - 1}")
         if len(data["video_rel"]) != len(labels):
             raise bad(f"{len(data['video_rel'])} video_rel for {len(labels)} video_label")
