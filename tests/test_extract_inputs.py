@@ -148,6 +148,24 @@ def test_symlink_escape_in_ucf101_layout(tmp_path: Path, outside: Path, monkeypa
     assert get_dataset("toy", link).index(1).problems == []
 
 
+def test_symlink_escape_in_mpii_images(tmp_path: Path, monkeypatch):
+    from PIL import Image
+
+    from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
+
+    monkeypatch.delenv("ACTIONTK_FOLLOW_SYMLINKS", raising=False)
+    root = tmp_path / "mpii"
+    generate_toy_mpii(root, ToyMPIIConfig(seed=0, classes=3, per_class=6, size=64))
+    ds = get_dataset("mpii", root)
+    victim = ds.load(1).videos()[0].path
+    secret = tmp_path / "secret.jpg"
+    Image.new("RGB", (64, 64)).save(secret)
+    victim.unlink()
+    victim.symlink_to(secret)
+    problems = [p for p in get_dataset("mpii", root).index(1).problems if p.kind == "outside-root"]
+    assert len(problems) == 1 and victim.name in problems[0].message and str(secret) in problems[0].message
+
+
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
 def test_decoders_open_regular_files_only(tmp_path: Path, kind: str):
     path = tmp_path / f"{kind}.avi"
