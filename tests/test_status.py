@@ -37,7 +37,9 @@ def make_extract(cache: Path, root: Path, *, stride: int = 1, stored: int = 4, f
     config = {"backbone": {"backbone": "vgg16", "layers": ["pool4", "conv5_3"], "size": 32,
                            "weights_id": "random(seed=0)"}, "frame_stride": stride, "grid": None,
               "precision": "fp32", "dtype": "float16"}
-    run = open_run(cache, "extract", 1, config, inputs={"dataset": "toy", "root": str(root), "kind": "video"})
+    from actiontk.stages.extract import SCHEMA
+
+    run = open_run(cache, "extract", SCHEMA, config, inputs={"dataset": "toy", "root": str(root), "kind": "video"})
     atomic_write_json(run.path / "targets.json", {"1": VIDEOS})
     writer = store.ShardWriter(run.path, {"pool4": (2, 1, 1)}, videos_per_shard=2)
     for rel in VIDEOS[:stored]:
