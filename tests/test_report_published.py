@@ -72,3 +72,8 @@ def test_every_row_names_where_it_is_printed_and_states_its_method():
         for row in table.rows:
             assert row.table and row.match, row
             assert not matches(row, {})
+
+
+def test_gap_rows_need_the_papers_depth():
+    assert highlighted("mpii", "image", image_chain(head="gap", pose=False, depth=1)) == []
+    assert highlighted("mpii", "image", image_chain(head="gap", pose=False, depth=3)) == ["GAP-CNN"]

@@ -16,7 +16,7 @@ from actiontk.errors import UserError
 
 SUMMARY_KEYS = {  # metric → label, for the summary tables (keys of evaluate's summary)
     "top1_vote": "top-1 (clip voting)",
-    "top1_mean_score": "top-1 (mean score)",
+    "top1_mean_score": "top-1 (mean score, ours)",
     "top1": "top-1",
     "mAP": "mAP",
 }
@@ -41,7 +41,8 @@ def _stage_table(title: str, results) -> Table:
 
 
 def run_run(dataset: str, *, root: Path | None, split: int | None, all_splits: bool, fusion: str | None,
-            stages: str | None, cache: Path | None, config: Path | None) -> None:
+            stages: str | None, cache: Path | None, config: Path | None,
+            overrides: dict[str, dict[str, Any]] | None = None) -> None:
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.config import load_preset
     from actiontk.datasets import get_dataset
@@ -63,7 +64,7 @@ def run_run(dataset: str, *, root: Path | None, split: int | None, all_splits: b
     for s in ((1, 2, 3) if all_splits else (split,)):
         console.rule(f"{name} split {s}")
         results.append(run_video(name, root, s, cache_root, stages=chosen, fusion=fusion, config=config,
-                                 log=lambda m: console.print(escape(m)), console=console))
+                                 overrides=overrides, log=lambda m: console.print(escape(m)), console=console))
     Console().print(_stage_table(f"actiontk run {name}", results))
     for res in results:
         if res.report:

@@ -43,7 +43,7 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
 
 
 def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None, resume: bool, cache: Path | None,
-                   config: Path | None, overrides: dict[str, Any]) -> None:
+                   config: Path | None, overrides: dict[str, Any], features: str | None = None) -> None:
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
     from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
@@ -51,9 +51,14 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = _dataset_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
+    if features is not None:
+        from actiontk.stages.train_3d import extract_complete
+
+        preset = _dataset_for_preset(root, dataset, "extract", run=features, split=split, complete=extract_complete)
+    else:
+        preset = _dataset_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-lstm", TrainLSTMConfig, config, overrides)
-    run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, resume=resume,
+    run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, features=features, resume=resume,
                      log=lambda m: console.print(escape(m)), console=console)
     print(f"train-lstm run: {run.path}\npredictions: {run.path / 'predictions.npz'}")
 

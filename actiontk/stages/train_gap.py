@@ -411,6 +411,10 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         f"{len(test_set)} test images of {name} ({len(classes)} classes) into {run.path}")
     trainer = Trainer(model, train_set=train_set, val_set=test_set, collate=None, cfg=tcfg, run_dir=run.path,
                       step=_step(cfg), console=console)
+    if cfg.pose and not cfg.pose_attention and not cfg.finetune:
+        log("note: pose is a loss term only (the paper); on cached maps the backbone is frozen, so the pose branch "
+            "shares nothing with the action scores and cannot change them: use --finetune, or --pose-attention "
+            "for the reference code's variant")
     if not cfg.standardize:
         log("input standardization is off: the head reads the maps as the backbone gives them")
     elif not (resume and (run.path / "checkpoint.pt").is_file()):  # a resumed run's statistics are in its checkpoint
