@@ -27,8 +27,10 @@ Results are documented in docs/performance.md ("joint LSTM").
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--skip", nargs="*", default=[], help="models to leave out (joint, lstm, naive, joint-unbatched)")
     p.add_argument("--quick", action="store_true", help="small sizes: B 4, T 8, hidden 128, 2 x 32 x 7 x 7")
+    p.add_argument("--json", type=Path, help="also write the rates, ratios and settings to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.steps, args.hidden, args.channels = 4, 8, 128, 32
@@ -265,6 +268,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"joint / naive speedup:    {speed:.2f}x  (goal >= 3x: {'met' if speed >= 3 else 'NOT met'})")
     if "joint" in rate and "joint-unbatched" in rate:
         print(f"batched weight gradients: {rate['joint'] / rate['joint-unbatched']:.2f}x faster than plain autograd")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": str(device), "clips_per_s": rate, "max_logit_difference": diff,
+            "foreign_cores": {k: statistics.median(v) for k, v in foreign.items()},
+            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":
