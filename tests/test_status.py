@@ -59,7 +59,9 @@ def make_extract(cache: Path, root: Path, *, stride: int = 1, stored: int = 4, f
 def make_training(cache: Path, stage: str, upstream: dict[str, str], root: Path, *, epochs: int = 3,
                   done: int | None = None, model: dict | None = None, schema: int | None = None, summary=None):
     """A training run that finished ``done`` of ``epochs`` epochs (all of them and complete.json by default)."""
-    schemas = {"train-3d": 1, "train-lstm": 1, "train-gap": 2}
+    from actiontk.stages import train_3d, train_gap, train_lstm
+
+    schemas = {"train-3d": train_3d.SCHEMA, "train-lstm": train_lstm.SCHEMA, "train-gap": train_gap.SCHEMA}
     run = open_run(cache, stage, schema or schemas[stage], {"model": model or {}, "train": {"epochs": epochs}},
                    upstream=upstream, inputs={"dataset": "toy", "root": str(root), "split": 1})
     done = epochs if done is None else done
@@ -76,7 +78,9 @@ def make_training(cache: Path, stage: str, upstream: dict[str, str], root: Path,
 
 
 def make_cubes(cache: Path, train3d, *, complete: bool = True):
-    run = open_run(cache, "cubes", 1, {"from": "train-3d"}, upstream={"train-3d": train3d.key},
+    from actiontk.stages.train_3d import SCHEMA
+
+    run = open_run(cache, "cubes", SCHEMA, {"from": "train-3d"}, upstream={"train-3d": train3d.key},
                    inputs=train3d.info["inputs"])
     if complete:
         mark_complete(run, {"videos": 4})
@@ -174,7 +178,9 @@ def test_stale_and_why(tmp_path: Path, root: Path, capsys, reason: str):
         stale, why = runs["cubes"], f"upstream {runs['train-3d'].short} was re-made after it"
     elif reason == "old schema":
         stale = make_training(cache, "train-gap", {"extract": runs["extract"].key}, root, schema=1)
-        why = "schema 1 is older than this actiontk's 2"
+        from actiontk.stages.train_gap import SCHEMA as gap_schema
+
+        why = f"schema 1 is older than this actiontk's {gap_schema}"
     elif reason == "root gone":
         other = root.parent / "moved"
         shutil.move(root, other)
@@ -278,8 +284,10 @@ def test_gc_yes_removes_partial_and_stale_only(tmp_path: Path, root: Path, capsy
 def test_gc_keeps_a_run_another_process_has_open(tmp_path: Path, root: Path, capsys):
     cache = tmp_path / "cache"
     stale = make_training(cache, "train-gap", {"extract": "0" * 64}, root)
+    from actiontk.stages.train_gap import SCHEMA
+
     code = ("import sys, time; from pathlib import Path; from actiontk.cache.runs import open_run; "
-            "open_run(Path(sys.argv[1]), 'train-gap', 2, {'model': {}, 'train': {'epochs': 3}}, "
+            f"open_run(Path(sys.argv[1]), 'train-gap', {SCHEMA}, {{'model': {{}}, 'train': {{'epochs': 3}}}}, "
             "upstream={'extract': '0' * 64}, inputs={'dataset': 'toy', 'root': sys.argv[2], 'split': 1}); "
             "print('open', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(cache), str(root)], stdout=subprocess.PIPE, text=True,
@@ -288,7 +296,7 @@ def test_gc_keeps_a_run_another_process_has_open(tmp_path: Path, root: Path, cap
         assert proc.stdout.readline().strip() == "open"
         assert status_json(cache, capsys)[stale.short]["in_use"] is True
         # this process opening it too (as a notebook that ran a stage would) does not hide the other one
-        assert open_run(cache, "train-gap", 2, stale.config, upstream=stale.info["upstream"],
+        assert open_run(cache, "train-gap", SCHEMA, stale.config, upstream=stale.info["upstream"],
                         inputs=stale.info["inputs"]).path == stale.path
         assert status_json(cache, capsys)[stale.short]["in_use"] is True
         assert cli_run(["status", "--gc", "--yes", "--cache", str(cache)]) == 0
