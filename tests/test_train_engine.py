@@ -129,7 +129,8 @@ def test_loss_goes_down_and_files_are_written(tmp_path: Path):
     assert history[-1]["val_acc"] > 0.7
     assert trainer.steps == history[-1]["steps"] == 8 * STEPS_PER_EPOCH
     assert history[-1]["train_samples"] == N_TRAIN and history[-1]["val_samples"] == N_VAL
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT, BEST, METRICS])  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # no temp files
+        [CHECKPOINT, BEST, METRICS, CHECKPOINT + ".sha256", BEST + ".sha256", "lock.r000"])
     lines = read_jsonl(tmp_path / METRICS)
     assert [(r["epoch"], r["split"]) for r in lines] == one_line_per_epoch(8)
     for r in lines:
@@ -193,8 +194,10 @@ def test_killed_after_metrics_before_checkpoint(tmp_path: Path, reference):
     make_trainer(tmp_path, cfg).fit(stop_after=2)
     saved = tmp_path / "epoch2.pt.bak"
     shutil.copy(tmp_path / CHECKPOINT, saved)
+    shutil.copy(tmp_path / (CHECKPOINT + ".sha256"), tmp_path / "epoch2.sha256.bak")
     make_trainer(tmp_path, cfg).fit(resume=True, stop_after=3)
     os.replace(saved, tmp_path / CHECKPOINT)  # as if the epoch-3 checkpoint had never been written
+    os.replace(tmp_path / "epoch2.sha256.bak", tmp_path / (CHECKPOINT + ".sha256"))
     with open(tmp_path / METRICS, "a") as f:
         f.write('{"epoch": 3, "split": "tr')  # a line torn by the kill
     resumed = make_trainer(tmp_path, cfg)
@@ -260,7 +263,8 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path: Path, reference):
     assert "resuming" in console.file.getvalue() and "after epoch 2" in console.file.getvalue()
     assert_identical(weights(resumed.model), reference)
     assert metric_lines(run_dir) == one_line_per_epoch(4)
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted([CHECKPOINT, BEST, METRICS])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [CHECKPOINT, BEST, METRICS, CHECKPOINT + ".sha256", BEST + ".sha256", "lock.r000"])
 
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path: Path, reference):

@@ -77,6 +77,39 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+# -- checksums of single files (checkpoints): PATH.sha256 beside PATH ----------------------------------
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def accepted_digests(path: Path) -> list[str] | None:
+    """The digests ``path`` may have (its ``.sha256`` file), or None when it has no such file."""
+    try:
+        return checksum_path(path).read_text().split()
+    except FileNotFoundError:
+        return None
+
+
+def verify_checksum(path: Path) -> str | None:
+    """Why ``path`` does not match its ``.sha256`` file (None: it matches, or it has none: an older actiontk)."""
+    accepted = accepted_digests(path)
+    if accepted is None:
+        return None
+    if file_sha256(path) not in accepted:
+        return "does not match its checksum (it was changed or damaged after it was written)"
+    return None
+
+
 @dataclass(frozen=True)
 class Run:
     """A run directory and what its ``run.json`` says."""
@@ -191,9 +224,70 @@ def run_in_use(path: Path) -> bool:
         if own is not None and lock_file.name == OPEN_LOCK:
             if _others_share(own):
                 return True
+        elif _id(lock_file) in _writers:  # a writer lock this very process holds
+            continue
         elif _lock_taken(lock_file):
             return True
     return False
+
+
+class WriterLock:
+    """The exclusive lock of one writer of a run: ``lock.rNNN`` for rank NNN, held by extract while it writes
+    shards and by a training stage from its start to its completion. The holder writes its PID into the file,
+    so that a second process refused the lock can say whose it is."""
+
+    def __init__(self, path: Path, rank: int, fh):
+        self.path, self.rank, self._fh = path, rank, fh
+
+    def release(self) -> None:
+        _writers.pop(_id(self.path), None)
+        if not self._fh.closed:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+
+
+_writers: dict[str, WriterLock] = {}  # lock files this process holds: path -> lock
+
+
+def writer_lock_name(rank: int) -> str:
+    return f"lock.r{rank:03d}"
+
+
+def lock_writer(run_dir: Path, rank: int = 0, *, what: str = "a process") -> WriterLock:
+    """Take rank ``rank``'s writer lock of the run at ``run_dir`` (this process may already hold it: a command
+    run again in the same process); a UserError naming the PID that holds it otherwise."""
+    path = Path(run_dir) / writer_lock_name(rank)
+    held = _writers.get(_id(path))
+    if held is not None:
+        return held
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - held until released or the process exits
+    except OSError as e:
+        raise UserError(f"cannot create the lock file {path}: {e.strerror}",
+                        "make the cache folder writable, or point --cache at another one") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise UserError(f"the run {run_dir} is in use by PID {pid} ({what} on it has not finished)",
+                        "wait for that process to finish (`actiontk status` shows the run as running), "
+                        "or stop it and run this command again to resume") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    lock = _writers[_id(path)] = WriterLock(path, rank, fh)
+    return lock
+
+
+def release_writer(run_dir: Path) -> None:
+    """Release every writer lock this process holds on the run at ``run_dir``."""
+    folder = _id(Path(run_dir))
+    for key, lock in list(_writers.items()):
+        if os.path.dirname(key) == folder:
+            lock.release()
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from actiontk.cache import features as store
-from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, open_run
+from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, lock_writer, open_run
 from actiontk.datasets import Dataset, Sample, get_dataset
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
@@ -325,26 +325,6 @@ def _reorder(torch, x, parts, order):
 # -- the stage ------------------------------------------------------------------------------------------
 
 
-class _RankLock:
-    """An exclusive lock per (run, rank): two processes never write shards of the same rank at once."""
-
-    def __init__(self, run_dir: Path, rank: int):
-        self.path = run_dir / f"lock.r{rank:03d}"
-        self.fh = open(self.path, "a+")  # noqa: SIM115 - held for the life of the extraction
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise UserError(
-                f"another extraction is writing to {run_dir} (rank {rank})",
-                "wait for it to finish, or run with a different --cache",
-            ) from None
-
-    def release(self) -> None:
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
-
-
 def lock_is_held(run_dir: Path) -> bool:
     """True while some process holds a rank lock of ``run_dir`` (an extraction is running)."""
     for p in run_dir.glob("lock.r*"):
@@ -460,7 +440,7 @@ def extract(
     run = open_run(cache_root, STAGE, SCHEMA, key_config(cfg, precision, image),
                    inputs={"dataset": ds.name, "root": str(ds.root), "kind": ds.kind})
     dist = _init_distributed(world, device)
-    lock = _RankLock(run.path, rank)
+    lock = lock_writer(run.path, rank, what="an extraction")  # one writer per rank
     try:
         _record_targets(run.path, split, samples, rank)
         if rank == 0:  # the resolved config of the latest invocation, beside the outputs

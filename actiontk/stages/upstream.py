@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from actiontk.cache.runs import Run, atomic_write_json, list_runs
+from actiontk.cache.runs import Run, atomic_write_json, list_runs, release_writer
 from actiontk.errors import UserError
 
 COMPLETE = "complete.json"  # written last by a stage that finished; holds its summary
@@ -18,6 +18,7 @@ COMPLETE = "complete.json"  # written last by a stage that finished; holds its s
 
 def mark_complete(run: Run, summary: dict) -> None:
     atomic_write_json(run.path / COMPLETE, summary)
+    release_writer(run.path)  # the training lock (actiontk.train.engine.Trainer) is held until here
 
 
 def is_complete(run: Run) -> bool:

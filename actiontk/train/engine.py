@@ -6,6 +6,7 @@ directory and a ``step`` function ``(model, batch) -> (loss, {"acc": ...})``; th
     run_dir/checkpoint.pt   after every epoch: model, optimizer, scheduler, scaler, epoch, RNG states,
                             config, history (loads with torch.load(..., weights_only=True))
     run_dir/best.pt         model weights of the best epoch by ``select`` (+ epoch, metric, value)
+    run_dir/*.pt.sha256     the sha256 of each .pt file, checked before it is loaded (see atomic_torch_save)
     run_dir/metrics.jsonl   one JSON object per epoch and split ("train", "val")
 
 Determinism (CPU; on CUDA only up to cuDNN/atomics nondeterminism):
@@ -42,7 +43,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from actiontk.cache.runs import atomic_write_text, read_jsonl  # noqa: F401 (read_jsonl: part of this API)
+from actiontk.cache.runs import (  # noqa: F401 (read_jsonl, verify_checksum: part of this API)
+    accepted_digests,
+    atomic_write_text,
+    checksum_path,
+    lock_writer,
+    read_jsonl,
+    verify_checksum,
+)
 from actiontk.data.clips import ClipSampler, derive_seed
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
@@ -50,6 +58,7 @@ from actiontk.runtime import dist_info, resolve_device, resolve_precision
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.jsonl"
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "steps", "rng", "config", "history")
 
 # Config fields whose change makes a checkpoint's continuation a different run: resuming with another value
 # would silently mix two trainings. Workers, device and logging only change speed and output.
@@ -204,14 +213,33 @@ def _tmp_name(path: Path) -> Path:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, ``os.replace``: a reader (or a resume
-    after a kill) sees the old file or the new one, never a torn one."""
+    after a kill) sees the old file or the new one, never a torn one.
+
+    The file's sha256 goes to ``PATH.sha256``, itself replaced atomically, in three steps so that a kill at
+    any instant leaves a pair that verifies: the sidecar first lists the old digest and the new one, then
+    the file is replaced, then the sidecar lists the new digest alone."""
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # to memory: torch's own file writer turns a full disk into an unclear RuntimeError
+    data = buffer.getbuffer()
+    digest = hashlib.sha256(data).hexdigest()
     tmp = _tmp_name(path)
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        before = (accepted_digests(path) or [])[-1:] if path.is_file() else []
+        atomic_write_text(checksum_path(path), "\n".join([*before, digest]) + "\n")
         os.replace(tmp, path)
+        atomic_write_text(checksum_path(path), digest + "\n")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None:  # say which file could not be written (a full disk names none)
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -304,6 +332,10 @@ class Trainer:
 
         self.rank, self.world, self.local_rank, _ = dist_info()
         self.is_main = self.rank == 0
+        # One training process per (run, rank), as extract has one writer: held until the stage marks the run
+        # complete (upstream.mark_complete) or the process exits.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock_writer(self.run_dir, self.rank, what="training")
         self.device = resolve_device(cfg.device, self.local_rank)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.dist = self._init_distributed()
@@ -431,23 +463,52 @@ class Trainer:
                             "resume with the original settings, or train again without --resume")
 
     def _load_checkpoint(self, path: Path) -> dict[str, Any]:
-        try:
-            return torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e:  # a file that is not ours or was damaged outside the atomic write
-            raise UserError(f"cannot read the checkpoint {path}: {e}",
-                            "delete it and train again without --resume") from None
+        """The checkpoint at ``path``, checked: its checksum, that it loads with the safe loader, and that it
+        holds what this trainer saves; every failure is one line that says how to start the run over."""
+        restart = "start the run over with the same command and --no-resume (or delete the file)"
 
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch = int(ckpt["epoch"])
-        self.steps = int(ckpt["steps"])
-        self.history = list(ckpt["history"])
-        self.best = ckpt.get("best")
-        per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
-        set_rng_state(per_rank[self.rank] if len(per_rank) == self.world else ckpt["rng"])
+        def bad(what: str) -> UserError:
+            return UserError(f"cannot resume from the checkpoint {path}: it {what}", restart)
+
+        try:
+            if path.stat().st_size == 0:
+                raise bad("is empty")
+            if (why := verify_checksum(path)) is not None:
+                raise bad(why)
+            ckpt = torch.load(path, map_location=self.device, weights_only=True)
+        except UserError:
+            raise
+        except OSError as e:
+            raise bad(f"cannot be read ({e.strerror or e})") from None
+        except Exception as e:  # torch's messages run over several lines: keep the gist
+            text = str(e)
+            if "Unsupported global" in text or ("weights_only" in text and "Unsupported operand" not in text):
+                raise bad("holds objects other than tensors and plain values, which the safe loader refuses "
+                          "(not a checkpoint this trainer wrote; loading it could run code)") from None
+            detail = "not a file torch.save wrote" if "weights_only" in text or not text.strip() \
+                else text.strip().splitlines()[0][:120]
+            raise bad(f"is not a readable PyTorch checkpoint ({detail})") from None
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        if missing:
+            raise bad(f"is not a checkpoint of an actiontk training run (no {', '.join(missing[:4])})")
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.epoch = int(ckpt["epoch"])
+            self.steps = int(ckpt["steps"])
+            self.history = list(ckpt["history"])
+            self.best = ckpt.get("best")
+            per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
+            set_rng_state(per_rank[self.rank] if len(per_rank) == self.world else ckpt["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise UserError(f"cannot resume from the checkpoint {path}: it does not fit this model ({first})",
+                            "start the run over with the same command and --no-resume") from None
 
     def _truncate_metrics(self, path: Path, epochs: int) -> None:
         """Drop metrics lines of epochs after the checkpoint (written by a run killed before its checkpoint)."""
@@ -468,7 +529,7 @@ class Trainer:
         if resume and ckpt_path.is_file():
             ckpt = self._load_checkpoint(ckpt_path)
             self._check_config(ckpt, ckpt_path)
-            self._restore(ckpt)
+            self._restore(ckpt, ckpt_path)
             if self.epoch >= self.cfg.epochs:
                 self._print(f"{self.run_dir} already finished its {self.cfg.epochs} epochs: nothing to resume")
                 return False
@@ -481,7 +542,7 @@ class Trainer:
             self._print(f"no checkpoint in {self.run_dir}: starting from scratch")
         if self.is_main:
             # Starting over: results of an earlier run here would mix with this one's.
-            for p in (ckpt_path, best_path, metrics_path):
+            for p in (ckpt_path, best_path, metrics_path, checksum_path(ckpt_path), checksum_path(best_path)):
                 p.unlink(missing_ok=True)
         self._barrier()
         # Distinct dropout streams per rank; rank 0 of a single process uses the seed itself.
@@ -517,6 +578,12 @@ class Trainer:
         record.update({f"train_{k}": v for k, v in train.items()})
         if val is not None:
             record.update({f"val_{k}": v for k, v in val.items()})
+        bad = sorted(k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v))
+        if bad:  # nothing of this epoch is saved: the checkpoint stays at the last sound epoch
+            raise UserError(f"training produced non-finite values at epoch {self.epoch}: {', '.join(bad)} "
+                            f"= {', '.join(str(record[k]) for k in bad)}",
+                            "the inputs or the weights hold NaN or inf: `actiontk status --verify` checks the "
+                            "cache; otherwise lower --lr")
         self.history.append(record)
         if self.is_main:
             metrics = self.run_dir / METRICS
