@@ -94,6 +94,19 @@ def test_rerun_is_a_noop_and_the_alternation_runs(trained: Path, capsys):
     assert len(runs) == 2  # a new run: its upstream includes the attention run
     lines = [json.loads(x) for p in runs for x in (p / "metrics.jsonl").read_text().splitlines()]
     assert any("train_att_reg" in x or "att_reg" in x for x in lines)
+    # the warm-started variant: starts from the first round's weights (its own run, keyed by that start)
+    first = next(p for p in runs if "attention" not in json.loads((p / "run.json").read_text())["upstream"])
+    capsys.readouterr()
+    assert cli_run(["train-3d", "--cache", str(trained), *FAST_3D, "--attention-from", str(lstm),
+                    "--init-from", str(first)]) == 0
+    assert f"starting from the weights of train-3d/{first.name[:16]}" in " ".join(capsys.readouterr().err.split())
+    warm = [json.loads((p / "run.json").read_text()) for p in (trained / "train-3d").iterdir() if p.is_dir()]
+    first_key = json.loads((first / "run.json").read_text())["key"]
+    assert sum(1 for w in warm if w["upstream"].get("init") == first_key) == 1
+    # weights of another width do not fit: one line, exit 2
+    assert cli_run(["train-3d", "--cache", str(trained), *FAST_3D, "--init-from", str(first), "--seed", "3",
+                    "--temporal-kernel", "1"]) == 2
+    assert "do not fit this model" in capsys.readouterr().err
 
 
 def test_ablations_single_level_2d_convnet_and_maps_straight_to_the_lstm(cache: Path):
@@ -130,6 +143,8 @@ def test_run_alternates_by_default(tmp_path: Path):
     infos = {p.name: json.loads((p / "run.json").read_text()) for p in (tmp_path / "cache" / "train-3d").iterdir()}
     regularized = [i for i in infos.values() if "attention" in i["upstream"]]
     assert len(infos) == 2 and len(regularized) == 1
+    first = next(i for i in infos.values() if "attention" not in i["upstream"])
+    assert regularized[0]["upstream"]["init"] == first["key"]  # warm start: continues round 0's convnet
     reg_dir = next(p for p in (tmp_path / "cache" / "train-3d").iterdir() if "attention" in infos[p.name]["upstream"])
     lines = [json.loads(x) for x in (reg_dir / "metrics.jsonl").read_text().splitlines()]
     assert any(x.get("att_reg", 0) > 0 for x in lines if x["split"] == "train")

@@ -41,10 +41,11 @@ def pipeline(tmp_path_factory) -> dict:
     cfgl, tcfgl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
                                         {"fusion": "late", "hidden": 64, "layers": 2, "epochs": 15, "last": 4, **CLIP})
     # The default pipeline's alternation (one round): 3D convnet -> LSTM -> 3D convnet regularized by that LSTM's
-    # attention -> cubes -> LSTM, as `actiontk run` does it.
+    # attention, continuing from the first convnet's weights -> cubes -> LSTM, as `actiontk run` does it.
     run3, cubes0 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, log=quiet)
     first = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes0.path), log=quiet)
-    run3r, cubes1 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, attention_from=str(first.path), log=quiet)
+    run3r, cubes1 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, attention_from=str(first.path),
+                             init_from=str(run3.path), log=quiet)
     runl = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes1.path), log=quiet)
 
     def last_val(run) -> dict:

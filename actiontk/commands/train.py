@@ -27,7 +27,8 @@ def _dataset_for_preset(cache_root: Path, dataset: str | None, stage_before: str
 
 
 def run_train_3d(dataset: str | None, split: int | None, *, features: str | None, attention_from: str | None,
-                 resume: bool, cache: Path | None, config: Path | None, overrides: dict[str, Any]) -> None:
+                 resume: bool, cache: Path | None, config: Path | None, overrides: dict[str, Any],
+                 init_from: str | None = None) -> None:
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
     from actiontk.stages.train_3d import Train3DConfig, extract_complete, train_3d
@@ -37,7 +38,7 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
     preset = _dataset_for_preset(root, dataset, "extract", run=features, split=split, complete=extract_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-3d", Train3DConfig, config, overrides)
     run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
-                          attention_from=attention_from, resume=resume, log=lambda m: console.print(escape(m)),
+                          attention_from=attention_from, init_from=init_from, resume=resume, log=lambda m: console.print(escape(m)),
                           console=console)
     print(f"train-3d run: {run.path}\ncubes: {cubes.path}\nnext: actiontk train-lstm --fusion late")
 

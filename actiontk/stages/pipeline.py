@@ -7,7 +7,8 @@ trained LSTM provides. The paper gives no schedule; ours alternates (``attention
 
     train-3d (λ term off) → cubes → train-lstm → train-3d regularized by that LSTM's attention → cubes → … → train-lstm
 
-R = 0 is the unregularized 3D convnet (the paper's ablation row). Every round is its own cached run.
+R = 0 is the unregularized 3D convnet (the paper's ablation row). With ``warm_start`` (default) a regularized round
+continues from the previous round's convnet instead of a fresh initialization. Every round is its own cached run.
 
 Every stage is the same function its own command calls, so every stage is cached: a stage whose run is
 complete returns at once, and a killed pipeline resumes where it stopped. Each stage is handed the run
@@ -35,6 +36,9 @@ class RunConfig:
     attention_rounds: int = 1
     """Rounds of the alternation train-lstm → train-3d regularized by that LSTM's attention (0: the λ term is
     never on). The paper gives no schedule; 1 is our choice."""
+    warm_start: bool = True
+    """A regularized round starts from the previous round's 3D-convnet weights (our choice: the paper gives no
+    schedule); false trains it from a fresh initialization."""
 
     def __post_init__(self) -> None:
         if isinstance(self.attention_rounds, bool) or not isinstance(self.attention_rounds, int) \
@@ -146,19 +150,20 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
     if "train-3d" in stages:
         cfg, tcfg = _configs(name, "train-3d", Train3DConfig, config, overrides.get("train-3d", {}))
         preset, source = load_preset(name, config)
-        rounds = resolve(RunConfig, preset.get("run", {}), overrides.get("run", {}),
-                         source=f"{source} [run]" if source else "options").attention_rounds
-        attention = None
-        for r in range(rounds + 1):
+        run_cfg = resolve(RunConfig, preset.get("run", {}), overrides.get("run", {}),
+                          source=f"{source} [run]" if source else "options")
+        attention = previous = None
+        for r in range(run_cfg.attention_rounds + 1):
             if r > 0:  # the LSTM of the previous round's cubes provides the attention
                 attention = str(lstm_on(cubes, f"train-lstm (attention for round {r})").path)
             label = "train-3d" if r == 0 else f"train-3d (round {r}, attention-regularized)"
-            _, cubes_run = timed(out.stages, label,
-                                 lambda att=attention: train_3d(cfg, tcfg, cache_root, dataset=name, split=split,
-                                                                features=features, attention_from=att, log=log,
-                                                                console=console),
-                                 lambda r_: f"cubes {r_[1].short}", lambda r_: r_[0].path)
-            cubes = str(cubes_run.path)
+            init = previous if (r > 0 and run_cfg.warm_start) else None
+            three_d, cubes_run = timed(out.stages, label,
+                                       lambda att=attention, init=init: train_3d(
+                                           cfg, tcfg, cache_root, dataset=name, split=split, features=features,
+                                           attention_from=att, init_from=init, log=log, console=console),
+                                       lambda r_: f"cubes {r_[1].short}", lambda r_: r_[0].path)
+            previous, cubes = str(three_d.path), str(cubes_run.path)
     if "train-lstm" in stages:
         lstm = lstm_on(cubes, "train-lstm")
     if "evaluate" in stages:
