@@ -320,12 +320,15 @@ def status(
                                                   "or running one).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="With --gc: remove without asking (for scripts).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (for scripts).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Read every shard and checkpoint through its checksum "
+                                                          "(reads the whole cache); exit code 1 if any is "
+                                                          "damaged.")] = False,
 ) -> None:
     """List the cached runs of every stage: dataset, split, settings, state (complete / partial / running /
     stale and why), progress, size and age (see docs/status.md)."""
     from actiontk.commands.status import show_status
 
-    show_status(cache, gc=gc, yes=yes, as_json=as_json)
+    show_status(cache, gc=gc, yes=yes, as_json=as_json, verify=verify)
 
 
 # -- entry point ----------------------------------------------------------------------------------------
@@ -396,12 +399,10 @@ def _interrupted() -> str:
 def _out_of_resources(e: BaseException) -> str | None:
     """A one-line message for running out of disk or memory (every stage writes atomically, so finished work
     is intact and a re-run resumes), or None for anything else."""
-    import errno
+    from actiontk.errors import storage_problem
 
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-        where = f" writing {e.filename}" if e.filename else ""
-        return (f"out of disk space{where}; finished work is kept -- free space (e.g. `actiontk status --gc`) "
-                "or point --cache at a larger disk, then run the same command again to resume")
+    if (disk := storage_problem(e)) is not None:  # full disk or quota, file-size limit, permission denied
+        return disk
     torch = sys.modules.get("torch")
     text = str(e)
     oom = (isinstance(e, MemoryError) or (torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())))

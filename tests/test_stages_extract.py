@@ -250,7 +250,7 @@ def test_disk_full_midway_is_a_clear_error_and_keeps_finished_shards(toy: Path, 
 
     monkeypatch.setattr(store.VideoWriter, "append", append)
     cfg = ExtractConfig(**{**CFG, "videos_per_shard": 1, "batch_size": 8, "workers": 1})
-    with pytest.raises(UserError, match="disk filled up"):
+    with pytest.raises(UserError, match="out of disk space.*finished shards are intact"):
         extract("toy", toy, 1, cfg, tmp_path, log=lambda m: None)
     run_dir = next(tmp_path.glob("extract/*"))
     assert not list(store.shard_dir(run_dir).glob("*.incomplete"))

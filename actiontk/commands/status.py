@@ -28,12 +28,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from actiontk.cache.runs import Run, read_jsonl
-from actiontk.errors import UserError
+from actiontk.errors import ProblemsFound, UserError
 
 REMOVABLE = ("partial", "stale")
 STAGE_ORDER = ("extract", "train-3d", "cubes", "train-lstm", "train-gap")
 # what the training engine writes (actiontk.train.engine, which imports torch: status stays light)
-CHECKPOINT, METRICS = "checkpoint.pt", "metrics.jsonl"
+CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.jsonl"
 STYLES = {"complete": "green", "partial": "yellow", "running": "cyan", "stale": "red", "unknown": "magenta"}
 
 
@@ -212,8 +212,18 @@ def _describe_extract(run: Run, st: RunStatus) -> None:
     left = es["total"] - es["done"] - es["failed"]
     shards = store.shard_dir(run.path)
     unfinished = len(list(shards.glob(f"*{store.INCOMPLETE}"))) if shards.is_dir() else 0
-    st.why = [x for x in (f"{left} video(s) to go" if left else "", f"{unfinished} unfinished shard(s)" if unfinished
-                          else "") if x] or ["nothing extracted yet"]
+    st.why = [x for x in (_damage(es["damaged"], "rerun its extract command to re-compute their videos"),
+                          f"{left} video(s) to go" if left else "",
+                          f"{unfinished} unfinished shard(s)" if unfinished else "") if x] or ["nothing extracted yet"]
+
+
+def _damage(damaged: dict[str, str], repair: str) -> str:
+    """'2 damaged shard(s) (s0001.h5 is truncated (...), ...): REPAIR', or '' when none is."""
+    if not damaged:
+        return ""
+    first, reason = next(iter(sorted(damaged.items())))
+    more = f", and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+    return f"{len(damaged)} damaged shard(s) ({first} {reason}{more}): {repair}"
 
 
 def _describe_cubes(run: Run, st: RunStatus) -> None:
@@ -221,8 +231,12 @@ def _describe_cubes(run: Run, st: RunStatus) -> None:
     from actiontk.stages.upstream import completion, is_complete
 
     st.what = f"from train-3d/{run.info.get('upstream', {}).get('train-3d', '?')[:16]}"
-    done = len(store.load_index(run.path).videos)
-    if is_complete(run):
+    index = store.load_index(run.path)
+    done = len(index.videos)
+    if index.damaged:
+        st.progress = f"{done} videos intact"
+        st.why = [_damage(index.damaged, "rerun the train-3d command that made them to rewrite their cubes")]
+    elif is_complete(run):
         st.state = "complete"
         st.progress = f"{completion(run).get('videos', done)} videos"
     else:
@@ -296,19 +310,28 @@ def human_age(seconds: float | None) -> str:
 # -- the command ------------------------------------------------------------------------------------------
 
 
-def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_json: bool = False) -> None:
+def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_json: bool = False,
+                verify: bool = False) -> None:
     from actiontk.cache.runs import human_bytes, resolve_cache_root
 
     if yes and not gc:
         raise UserError("--yes only applies with --gc", "actiontk status --gc --yes")
     if as_json and gc:
         raise UserError("--json lists the runs; it does not combine with --gc", "run `actiontk status --json`")
+    if verify and gc:
+        raise UserError("--verify checks the runs; it does not combine with --gc",
+                        "run `actiontk status --verify` first, then `actiontk status --gc`")
     root = resolve_cache_root(cache)
-    statuses = inspect_runs(root)
     console = Console()
+    damaged, problems = verify_cache(root, console=Console(stderr=True)) if verify else (0, {})
+    statuses = inspect_runs(root)
+    for st in statuses:
+        st.why.extend(problems.get(st.run.key, []))
     if as_json:
         now = time.time()
         print(json.dumps({"cache": str(root), "runs": [s.as_json(now) for s in statuses]}, indent=2))
+        if damaged:
+            raise ProblemsFound()
         return
     if gc:
         collect_garbage(statuses, yes=yes, console=console)
@@ -331,6 +354,53 @@ def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_j
         total = human_bytes(sum(s.size for s in dead))
         console.print(f"{len(dead)} partial or stale run(s), {total}: `actiontk status --gc` removes them "
                       "(a partial run resumes when its command is run again)")
+    if damaged:
+        raise ProblemsFound()
+
+
+def verify_cache(root: Path, *, console: Console) -> tuple[int, dict[str, list[str]]]:
+    """``status --verify``: read every shard of every feature store (each chunk through its checksum, every
+    value checked finite) and every checkpoint against its ``.sha256``. Damaged shards are recorded in their
+    run's ``damaged.json``, so the states shown next (and the next extract or train-3d) see them. Returns the
+    number of damaged files and the problems to add to the table per run key (damaged checkpoints); prints one
+    line of totals."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from actiontk.cache import features as store
+    from actiontk.cache.runs import human_bytes, list_runs, verify_checksum
+
+    stores, files = [], []  # (store folder, shard name), (run, checkpoint file)
+    for run in list_runs(root):
+        for folder in (run.path, run.path / "attention"):
+            for name in store.finished_shards(folder):
+                stores.append((folder, name))
+        for name in (CHECKPOINT, BEST):
+            if (run.path / name).is_file():
+                files.append((run, run.path / name))
+    problems: dict[str, list[str]] = {}
+    damaged, size = 0, 0
+    progress = Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), console=console, transient=True)
+    with progress:
+        task = progress.add_task("verify", total=len(stores) + len(files))
+        for folder, name in stores:
+            path = store.shard_dir(folder) / name
+            size += path.stat().st_size
+            reason = store.verify_shard(path)
+            if reason is not None:
+                damaged += 1
+                store.record_damage(folder, name, reason)
+            progress.advance(task)
+        for run, path in files:
+            size += path.stat().st_size
+            reason = verify_checksum(path)
+            if reason is not None:
+                damaged += 1
+                problems.setdefault(run.key, []).append(f"{path.name} {reason}: a resume of this run fails; "
+                                                         "rerun its command with --no-resume to train it again")
+            progress.advance(task)
+    console.print(f"verified {len(stores)} shard(s) and {len(files)} checkpoint(s), {human_bytes(size)}: "
+                  + (f"{damaged} damaged" if damaged else "all intact"), markup=False, highlight=False)
+    return damaged, problems
 
 
 def _downstream(statuses: list[RunStatus], removed: set[str]) -> list[tuple[RunStatus, RunStatus]]:

@@ -18,7 +18,6 @@ after ``--split 1`` extracts only the videos split 1 did not have. Under ``torch
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -37,7 +36,7 @@ import numpy as np
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, lock_writer, open_run
 from actiontk.datasets import Dataset, Sample, get_dataset
-from actiontk.errors import UserError
+from actiontk.errors import UserError, storage_problem
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
 
 SCHEMA = 2  # 2: verified, upright frames (display-matrix rotation, EXIF orientation); decoders in the key
@@ -350,14 +349,16 @@ def extract_state(run) -> dict:
     incomplete = list(store.shard_dir(run.path).glob("*.incomplete")) if store.shard_dir(run.path).is_dir() else []
     if lock_is_held(run.path):
         state = "running"
-    elif done + failed == len(wanted) and not incomplete:
+    elif done + failed == len(wanted) and not incomplete and not index.damaged:
         state = "complete"
     else:
         state = "partial"
         if incomplete:
             state += f" ({len(incomplete)} unfinished shard(s): rerun the same command to resume)"
+        if index.damaged:
+            state += f" ({len(index.damaged)} damaged shard(s): rerun the same command to re-compute their videos)"
     return {"done": done, "failed": failed, "total": len(wanted), "state": state,
-            "splits": sorted(targets, key=int) if targets else []}
+            "splits": sorted(targets, key=int) if targets else [], "damaged": index.damaged}
 
 
 
@@ -450,6 +451,7 @@ def extract(
         if rank == 0:  # leftovers of ranks that no longer exist (an earlier run with a larger world)
             for r in _stale_ranks(run.path, world):
                 store.remove_incomplete(run.path, r)
+        store.repair(run.path, log)  # damaged shards (cheap checks, or a failed checksum on record) are redone
         done = store.load_index(run.path)
         todo, cached, failed_before = [], 0, 0
         for s in samples:
@@ -653,11 +655,9 @@ def _pipeline(samples: list[Sample], cfg: ExtractConfig, batcher: _Batcher, writ
                         raise UserError(f"cannot decode {s.path}: {msg.data}",
                                         "finished shards are kept; drop --strict to record and skip failures")
             consume(flush=True)
-    except OSError as e:
-        if e.errno == errno.ENOSPC or "No space left" in str(e):
-            raise UserError("the disk filled up while writing features; finished shards are intact",
-                            "free some space (or use --frame-stride / --grid) and run the same command to resume") \
-                from None
+    except (OSError, RuntimeError) as e:
+        if (disk := storage_problem(e)) is not None:  # full disk, file-size limit, permission denied
+            raise UserError(disk.replace("finished work is kept", "finished shards are intact")) from None
         raise
     finally:
         stop.set()

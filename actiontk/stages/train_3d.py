@@ -134,7 +134,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     up_keys = {"extract": up.key, **({"attention": att_run.key} if att_run else {})}
     run = open_run(cache_root, STAGE, SCHEMA, key_cfg, upstream=up_keys,
                    inputs={"dataset": name, "root": root, "split": split})
-    if upstream.is_complete(run):
+    if upstream.is_complete(run) and not store.damaged_shards(cubes_run_of(cache_root, run).path):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
         return run, cubes_run_of(cache_root, run)
     seed_everything(tcfg.seed)  # same config, same initial weights
@@ -243,6 +243,7 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
             dist.barrier()
 
     store.remove_incomplete(cubes_run.path, rank)
+    store.repair(cubes_run.path, log)  # damaged shards go: their cubes are written again below
     done = store.load_index(cubes_run.path)
     todo = [v for v in sorted(videos) if v[0] not in done.videos][rank::world]
     barrier()  # every rank has read the same index before any rank adds to it (else a partition would shift)

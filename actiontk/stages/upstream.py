@@ -62,11 +62,15 @@ def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | 
         if unsuitable is not None and (error := unsuitable(chosen)) is not None:
             raise error
     else:
-        matching = [r for r in candidates
-                    if (dataset is None or run_dataset(r) == dataset.lower())
-                    and (split is None or split in run_splits(r)) and complete(r)]
+        fitting = [r for r in candidates
+                   if (dataset is None or run_dataset(r) == dataset.lower())
+                   and (split is None or split in run_splits(r))]
+        matching = [r for r in fitting if complete(r)]
         if not matching:
             what = " ".join(x for x in (dataset, f"split {split}" if split else None) if x) or "any dataset"
+            if fitting:  # say which run is unfinished (killed, or shards damaged since): `status` says why
+                raise UserError(f"no complete {stage} run for {what} in {cache_root}: the newest, {fitting[0].short}, "
+                                "is not complete (`actiontk status` says why)", f"run `{next_step}` to finish it")
             raise UserError(f"no complete {stage} run for {what} in {cache_root}", f"run `{next_step}` first")
         chosen = matching[0]
     splits = run_splits(chosen)
