@@ -128,6 +128,9 @@ def extract(
     backbone: Annotated[str | None, typer.Option(help="vgg16, resnet101, resnet50 or resnet18.")] = None,
     layers: Annotated[list[str] | None, typer.Option(help="Layer to store (repeat or comma-separate).")] = None,
     size: Annotated[int | None, typer.Option(help="Frames are resized and center-cropped to SIZE x SIZE.")] = None,
+    resize: Annotated[str | None, typer.Option(
+        "--resize", help="shorter (shorter side to SIZE, centre crop) or square (whole frame to SIZE x SIZE, the "
+                         "joint-attention paper's Sec. 4.2).")] = None,
     frame_stride: Annotated[int | None, typer.Option(help="Keep every S-th frame.")] = None,
     grid: Annotated[int | None, typer.Option(help="Average-pool stored maps to G x G.")] = None,
     weights: Annotated[str | None, typer.Option(help="imagenet, none, or PATH to a state dict.")] = None,
@@ -147,7 +150,8 @@ def extract(
     from actiontk.commands.extract import run_extract
 
     run_extract(dataset, root, split, cache=cache, config=config, strict=strict, retry_failed=retry_failed,
-                overrides=dict(backbone=backbone, layers=layers, size=size, frame_stride=frame_stride, grid=grid,
+                overrides=dict(backbone=backbone, layers=layers, size=size, resize=resize, frame_stride=frame_stride,
+                               grid=grid,
                                weights=weights, precision=precision, device=device, batch_size=batch_size,
                                workers=workers, backend=backend, timeout=timeout, videos_per_shard=videos_per_shard))
 
@@ -162,11 +166,14 @@ BatchSize = Annotated[int | None, typer.Option(
 LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
 ClipLen = Annotated[int | None, typer.Option("--clip-len", help="L1: frames per clip.")]
 ClipStride = Annotated[int | None, typer.Option("--clip-stride", help="A clip starts every S frames.")]
-AttLambda = Annotated[float | None, typer.Option("--att-lambda", help="λ of the attention regularization (0: off).")]
+AttLambda = Annotated[float | None, typer.Option("--att-lambda", help="λ of the attention regularization (0: off; "
+                                                                      "train-lstm's is our addition).")]
 Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 Workers = Annotated[int | None, typer.Option("--num-workers", help="DataLoader worker processes.")]
 Seed = Annotated[int | None, typer.Option(help="Random seed.")]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the run's last checkpoint.")]
+Levels = Annotated[str | None, typer.Option(
+    "--levels", help="Comma-separated feature levels to use, e.g. pool4 (default: all of the upstream run).")]
 
 
 @app.command("train-3d")
@@ -175,6 +182,13 @@ def train_3d(
     split: SplitOpt = None,
     features: Annotated[str | None, typer.Option(help="Extract run to read (default: newest complete).")] = None,
     attention_from: Annotated[str | None, typer.Option(help="train-lstm run whose attention regularizes.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="train-3d run whose final weights this one starts from (the regularized round of the alternation "
+             "continues the previous round).")] = None,
+    levels: Levels = None,
+    temporal_kernel: Annotated[int | None, typer.Option(
+        "--temporal-kernel", help="3: the 3D convnet; 1: 3x3 2D convs per frame (the paper's 2D-convnet "
+                                  "ablation).")] = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: LR = None,
@@ -191,10 +205,12 @@ def train_3d(
     """Train the deeply supervised 3D convnet per feature level, then write the cubes for train-lstm."""
     from actiontk.commands.train import run_train_3d
 
-    run_train_3d(dataset, split, features=features, attention_from=attention_from, resume=resume, cache=cache,
+    run_train_3d(dataset, split, features=features, attention_from=attention_from, init_from=init_from,
+                 resume=resume, cache=cache,
                  config=config, overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr, clip_len=clip_len,
                                                clip_stride=clip_stride, att_lambda=att_lambda, device=device,
-                                               num_workers=num_workers, seed=seed))
+                                               num_workers=num_workers, seed=seed, levels=levels,
+                                               temporal_kernel=temporal_kernel))
 
 
 @app.command("train-lstm")
@@ -203,6 +219,9 @@ def train_lstm(
     dataset: DatasetOpt = None,
     split: SplitOpt = None,
     cubes: Annotated[str | None, typer.Option(help="Cubes run to read (default: newest complete).")] = None,
+    features: Annotated[str | None, typer.Option(
+        help="Read an extract run's maps instead of cubes (the paper's no-temporal-convnet ablation).")] = None,
+    levels: Levels = None,
     epochs: Epochs = None,
     batch_size: BatchSize = None,
     lr: LR = None,
@@ -210,7 +229,7 @@ def train_lstm(
     layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
     clip_len: ClipLen = None,
     clip_stride: ClipStride = None,
-    last: Annotated[int | None, typer.Option(help="L2: steps averaged for a clip's score.")] = None,
+    last: Annotated[int | None, typer.Option(help="L2: the last steps whose votes make a clip's label.")] = None,
     att_lambda: AttLambda = None,
     device: Device = None,
     num_workers: Workers = None,
@@ -222,8 +241,9 @@ def train_lstm(
     """Train the joint attention LSTM on the cubes and write test predictions and attention maps."""
     from actiontk.commands.train import run_train_lstm
 
-    run_train_lstm(dataset, split, cubes=cubes, resume=resume, cache=cache, config=config,
-                   overrides=dict(fusion=fusion, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+    run_train_lstm(dataset, split, cubes=cubes, features=features, resume=resume, cache=cache, config=config,
+                   overrides=dict(fusion=fusion, levels=levels, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  hidden=hidden,
                                   layers=layers, clip_len=clip_len, clip_stride=clip_stride, last=last,
                                   att_lambda=att_lambda, device=device, num_workers=num_workers, seed=seed))
 
@@ -234,6 +254,14 @@ def train_gap(
     depth: Annotated[int | None, typer.Option(help="T: bottom-up layers of the gap head (default 3).")] = None,
     pose: Annotated[bool | None, typer.Option("--pose/--no-pose", help="Pose-heatmap regression branch.")] = None,
     pose_weight: Annotated[float | None, typer.Option("--pose-weight", help="Pose loss weight (paper: 1e-6).")] = None,
+    pose_attention: Annotated[bool | None, typer.Option(
+        "--pose-attention/--no-pose-attention",
+        help="Feed the pose features into the bottom-up map (the rank-1 reference code's variant; the paper: "
+             "off, pose is a loss term only).")] = None,
+    form: Annotated[str | None, typer.Option(
+        help="activations (Sec. IV, default) or weights (Eqs. 4-5 as printed: rank-1 with b = ReLU(Vc)).")] = None,
+    standardize: Annotated[bool | None, typer.Option(
+        "--standardize/--no-standardize", help="Per-channel input standardization before the head (ours).")] = None,
     dropout: Annotated[float | None, typer.Option(help="Drop rate before the top-down conv.")] = None,
     width: Annotated[int | None, typer.Option(help="r1: width of the first bottom-up layer.")] = None,
     finetune: Annotated[bool | None, typer.Option("--finetune/--cached", help="End to end from the images, or on "
@@ -260,6 +288,7 @@ def train_gap(
 
     run_train_gap(dataset, root=root, features=features, resume=resume, cache=cache, config=config,
                   overrides=dict(head=head, depth=depth, pose=pose, pose_weight=pose_weight, dropout=dropout,
+                                 pose_attention=pose_attention, form=form, standardize=standardize,
                                  width=width, finetune=finetune, backbone=backbone, weights=weights, resize=resize,
                                  crop=crop, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                                  num_workers=num_workers, seed=seed))
@@ -290,14 +319,18 @@ def run_pipeline(
     fusion: Annotated[str | None, typer.Option(help="early or late fusion (default: the preset's).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of extract,train-3d,train-lstm,"
                                                     "evaluate (default: all).")] = None,
+    attention_rounds: Annotated[int | None, typer.Option(
+        "--attention-rounds", help="Rounds of train-lstm → train-3d regularized by its attention (default: the "
+                                   "preset's, 1; 0 = the unregularized 3D convnet).")] = None,
     cache: Cache = None,
     config: ConfigFile = None,
 ) -> None:
-    """The whole video pipeline: extract → train-3d → train-lstm → evaluate, every stage cached."""
+    """The whole video pipeline: extract → train-3d (→ train-lstm → regularized train-3d) → train-lstm → evaluate,
+    every stage cached."""
     from actiontk.commands.pipeline import run_run
 
     run_run(dataset, root=root, split=split, all_splits=all_splits, fusion=fusion, stages=stages, cache=cache,
-            config=config)
+            config=config, overrides={"run": {"attention_rounds": attention_rounds}})
 
 
 @app.command()

@@ -53,7 +53,10 @@ class ExtractConfig:
     layers: list[str] = field(default_factory=lambda: ["pool4", "conv5_3"])
     """Layers whose maps are stored (vgg16: conv4_3 pool4 conv5_3 pool5; resnet*: layer1..layer4)."""
     size: int = 224
-    """Frames are resized (shorter side) and center-cropped to size x size."""
+    """Frames are resized (shorter side) and center-cropped to size x size (see resize)."""
+    resize: str = "shorter"
+    """shorter: resize the shorter side to size, centre crop (ours); square: resize the whole frame to
+    size x size, aspect ratio not kept (the joint-attention paper, Sec. 4.2: 384 x 384). Videos only."""
     frame_stride: int = 1
     """Keep every S-th frame."""
     grid: int | None = None
@@ -87,6 +90,7 @@ class ExtractConfig:
         self.layers = [x for name in names for x in str(name).replace(",", " ").split() if x]
         checks = [
             (self.size >= 1, f"--size must be positive, got {self.size}"),
+            (self.resize in ("shorter", "square"), f"--resize must be shorter or square, got {self.resize!r}"),
             (self.frame_stride >= 1, f"--frame-stride must be at least 1, got {self.frame_stride}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.workers >= 1, f"--workers must be at least 1, got {self.workers}"),
@@ -367,7 +371,8 @@ def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[
     from actiontk.models.backbones import backbone_identity
 
     return {
-        "backbone": backbone_identity(cfg.backbone, cfg.layers, cfg.weights, cfg.size, seed=cfg.seed),
+        "backbone": backbone_identity(cfg.backbone, cfg.layers, cfg.weights, cfg.size, seed=cfg.seed,
+                                      square=cfg.resize == "square"),
         # decord and PyAV differ on some videos (10-bit colour conversion, rotation of Matroska files), so
         # features decoded by one are not the other's; the fallback decides the frames of the videos the
         # primary refuses.
@@ -429,6 +434,9 @@ def extract(
     index = ds.load(split)
     samples = index.videos()
     image = ds.kind == "image"
+    if image and cfg.resize == "square":
+        raise UserError("--resize square is for videos: the image pipeline's pose targets follow the shorter-side "
+                        "resize and centre crop", "drop --resize (or set resize = \"shorter\")")
     backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid)
     if not image:  # an unknown --backend would otherwise fail in every decoder thread, after the run is made
         from actiontk.video import get_reader
@@ -492,7 +500,7 @@ def extract(
         model = backbones.build_backbone(cfg.backbone, cfg.layers, cfg.weights, seed=cfg.seed).to(device)
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        transform = model.preprocess(cfg.size)  # the weights' own transform; runs on the device
+        transform = model.preprocess(cfg.size, square=cfg.resize == "square")  # the weights' own; runs on the device
         batcher = _Batcher(model, transform, device, precision, cfg.grid, cfg.batch_size)
         writer = store.ShardWriter(run.path, shapes, rank=rank, videos_per_shard=cfg.videos_per_shard,
                                    chunk_frames=cfg.chunk_frames, compression=cfg.compression,

@@ -104,9 +104,13 @@ def extract_complete(run: Run) -> bool:
 
 
 def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
-             features: str | None = None, attention_from: str | None = None, resume: bool = True,
-             log: Callable[[str], None] = print, console=None) -> tuple[Run, Run]:
-    """Train (or resume) and write the cubes; returns (train-3d run, cubes run)."""
+             features: str | None = None, attention_from: str | None = None, init_from: str | None = None,
+             resume: bool = True, log: Callable[[str], None] = print, console=None) -> tuple[Run, Run]:
+    """Train (or resume) and write the cubes; returns (train-3d run, cubes run).
+
+    ``init_from`` (a complete train-3d run of the same levels and widths) starts from that run's final weights
+    instead of a fresh initialization: the pipeline's regularized round continues the previous round's convnet.
+    """
 
     from actiontk.data.clips import ClipDataset, collate_clips
     from actiontk.models.conv3d import Conv3DConfig, MultiLevel3D
@@ -130,18 +134,25 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
         log("attention regularization is off: no --attention-from train-lstm run given (first pass of the "
             "alternation; run train-lstm, then train-3d --attention-from that run)")
 
-    key_cfg = {"model": dataclasses.asdict(cfg), "train": train_key(tcfg), "layers": layers}
-    up_keys = {"extract": up.key, **({"attention": att_run.key} if att_run else {})}
-    run = open_run(cache_root, STAGE, SCHEMA, key_cfg, upstream=up_keys,
-                   inputs={"dataset": name, "root": root, "split": split})
-    if upstream.is_complete(run) and not store.damaged_shards(cubes_run_of(cache_root, run).path):
-        log(f"{run.short} is already complete (same config and inputs): nothing to do")
-        return run, cubes_run_of(cache_root, run)
+    init_run = None
+    if init_from is not None:
+        init_run, _ = upstream.pick_run(cache_root, STAGE, dataset=name, split=split, run=init_from,
+                                        complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
     model = MultiLevel3D({layer: Conv3DConfig(in_channels=shapes[layer][0], channels=cfg.channels, hidden=cfg.hidden,
                                               num_classes=len(classes), dropout=cfg.dropout,
                                               temporal_kernel=cfg.temporal_kernel) for layer in layers})
+    if init_run is not None:  # before the run exists: weights that do not fit leave no empty run behind
+        load_weights(model, init_run, log)  # (a resumed run then restores its own checkpoint over them)
+    key_cfg = {"model": dataclasses.asdict(cfg), "train": train_key(tcfg), "layers": layers}
+    up_keys = {"extract": up.key, **({"attention": att_run.key} if att_run else {}),
+               **({"init": init_run.key} if init_run else {})}
+    run = open_run(cache_root, STAGE, SCHEMA, key_cfg, upstream=up_keys,
+                   inputs={"dataset": name, "root": root, "split": split})
+    if upstream.is_complete(run) and not store.damaged_shards(cubes_run_of(cache_root, run).path):
+        log(f"{run.short} is already complete (same config and inputs): nothing to do")
+        return run, cubes_run_of(cache_root, run)
     extra = {"attention": att_reader} if att_reader is not None else None
     train_set = ClipDataset(reader, train_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride,
                             extra=extra, temporal_center=cfg.temporal_center)
@@ -167,6 +178,28 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
         last = history[-1] if history else {}
         upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": last, "cubes": str(cubes.path)})
     return run, cubes
+
+
+def load_weights(model, init_run: Run, log: Callable[[str], None]) -> None:
+    """Copy the final weights (and input statistics) of a train-3d run's checkpoint into ``model``."""
+    import torch
+
+    from actiontk.cache.runs import verify_checksum
+
+    path = init_run.path / "checkpoint.pt"
+    fix = f"run that train-3d again, or start from scratch without --init-from {init_run.short}"
+    if not path.is_file():
+        raise UserError(f"{init_run.short} has no checkpoint.pt to start from", fix)
+    if (why := verify_checksum(path)) is not None:
+        raise UserError(f"cannot start from {path}: it {why}", fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        model.load_state_dict(state)
+    except Exception as e:  # a checkpoint of other widths or levels: one line, not torch's multi-line report
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"cannot start from {init_run.short}: its weights do not fit this model ({first})",
+                        "--init-from needs a train-3d run with the same levels, channels and hidden width") from None
+    log(f"starting from the weights of {init_run.short}")
 
 
 def input_stats(reader: store.FeatureReader, videos: list[tuple[str, int]], layers: list[str],

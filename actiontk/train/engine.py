@@ -93,7 +93,9 @@ class TrainConfig:
     momentum: float = 0.9
     """SGD momentum (ignored by adam/adamw)."""
     weight_decay: float = 1e-5
-    """Weight decay on every parameter (the paper's zeta = 1e-5): L2 for sgd/adam, decoupled for adamw."""
+    """zeta of the loss term zeta * sum(theta^2) on every parameter (the joint-attention paper's zeta = 1e-5). For
+    sgd and adam it is exact: the optimizer's L2 coefficient is 2*zeta, the gradient of that term. adamw applies
+    a decoupled decay of 2*zeta per unit learning rate instead, which is no loss term."""
     schedule: str = "cosine"
     """Learning-rate schedule, stepped per epoch: cosine (over the epochs after the warmup), step or constant."""
     step_size: int = 10
@@ -380,8 +382,10 @@ class Trainer:
         cfg = self.cfg
         # One group with weight decay on every parameter, as in the paper's Caffe setup; a stage that wants
         # to exempt biases and norms can pass its own groups by subclassing.
+        # weight_decay is zeta of zeta * sum(theta^2): torch's coupled L2 adds wd * theta to the gradient, the
+        # gradient of (wd / 2) * sum(theta^2), so wd = 2 * zeta makes the optimizer minimize the printed loss.
         params = [{"params": [p for p in self.model.parameters() if p.requires_grad],
-                   "weight_decay": cfg.weight_decay}]
+                   "weight_decay": 2.0 * cfg.weight_decay}]
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
         if cfg.optimizer == "adamw":
