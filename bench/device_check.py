@@ -158,7 +158,8 @@ def cmd_train(args) -> None:
     lstm = list_runs(cache, "train-lstm")[0]
     summary = json.loads((lstm.path / "summary.json").read_text())
     gate = None if args.tiny else True  # the CPU fallback only shows that every stage runs
-    rows = [row(f"toy pipeline on {args.device} ({precision} autocast)", f"{sum(seconds.values()):.0f} s", "", None)]
+    how = "fp32" if precision == "fp32" else f"{precision} autocast"
+    rows = [row(f"toy pipeline on {args.device} ({how})", f"{sum(seconds.values()):.0f} s", "", None)]
     for key, bar in (("video_accuracy_vote", VIDEO_BAR), ("video_accuracy_mean", VIDEO_BAR),
                      ("clip_accuracy", 2.5 * CHANCE)):
         value = float(summary[key])

@@ -31,6 +31,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -365,6 +366,10 @@ class SafeDecoder:
             if self._proc.is_alive():
                 return
             self._kill_worker()
+        if not threading.main_thread().is_alive():
+            # The program is exiting (an interrupt, say) while a decoding thread carries on: a worker spawned now
+            # would lose its parent mid-start and print a traceback of its own under the caller's last words.
+            raise DecodeError(path, backend, "decoder process not started: the program is exiting")
         ctx = multiprocessing.get_context("spawn")
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         proc = ctx.Process(target=_worker_main, args=(child_conn,), name="actiontk-decoder", daemon=True)
