@@ -594,3 +594,22 @@ def test_channels_last_and_bf16_autocast(which, request, x64):
         assert out[layer].shape == (2, bb.channels[layer], h, w)
         assert out[layer].dtype == torch.bfloat16
         assert torch.isfinite(out[layer]).all(), layer
+
+
+def test_square_resize_keeps_the_whole_frame_and_changes_the_key():
+    # the joint-attention paper's Sec. 4.2 resizes frames to 384x384: the whole frame, aspect ratio not kept
+    from torchvision.transforms import functional as TF
+
+    from actiontk.models.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone_identity, make_preprocess
+
+    frame = torch.randint(0, 256, (1, 3, 24, 40), dtype=torch.uint8)
+    frame[..., :, :8] = 255  # a bright left edge that a centre crop would cut away
+    square = make_preprocess("vgg16", 16, imagenet=False, square=True)(frame)
+    expected = TF.normalize(TF.resize(frame, [16, 16], antialias=True).float() / 255, IMAGENET_MEAN, IMAGENET_STD)
+    assert square.shape == (1, 3, 16, 16)
+    torch.testing.assert_close(square, expected, atol=1e-5, rtol=0)
+    cropped = make_preprocess("vgg16", 16, imagenet=False)(frame)
+    assert (square - cropped).abs().max() > 0.1  # the default crops the sides
+    a = backbone_identity("vgg16", ["pool4"], "none", 16)
+    b = backbone_identity("vgg16", ["pool4"], "none", 16, square=True)
+    assert a != b and a["preprocess"]["resize_size"] == [16] and b["preprocess"]["resize_size"] == [16, 16]

@@ -415,12 +415,35 @@ def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = Fals
     """
     _check_size(size)
     make = _spec(name).weights.transforms  # functools.partial(ImageClassification, crop_size=...)
-    resize = [size, size] if square else size  # a pair makes torchvision's Resize ignore the aspect ratio
     if imagenet:
-        return make(resize_size=resize, crop_size=size)
-    # Random or local weights: the same transform, with the ImageNet statistics spelled out so that
-    # an eventual change of the enum's defaults cannot change them silently.
-    return make(resize_size=resize, crop_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        t = make(resize_size=size, crop_size=size)
+    else:
+        # Random or local weights: the same transform, with the ImageNet statistics spelled out so that
+        # an eventual change of the enum's defaults cannot change them silently.
+        t = make(resize_size=size, crop_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return SquareResize(t, size) if square else t
+
+
+class SquareResize(torch.nn.Module):
+    """Resize the whole frame to ``size`` x ``size`` (aspect ratio not kept), then the weights' transform (whose
+    shorter-side resize and centre crop are then no-ops). torchvision's ImageClassification takes one size
+    only, so the square resize comes first, with the same interpolation and antialiasing."""
+
+    def __init__(self, inner: torch.nn.Module, size: int) -> None:
+        super().__init__()
+        self.inner, self.size = inner, size
+        self.resize_size, self.crop_size = [size, size], list(getattr(inner, "crop_size", [size]))
+        self.mean, self.std = getattr(inner, "mean", []), getattr(inner, "std", [])
+        self.interpolation, self.antialias = getattr(inner, "interpolation", None), getattr(inner, "antialias", None)
+
+    def forward(self, x):
+        from torchvision.transforms import functional as TF
+
+        kwargs = {} if self.interpolation is None else {"interpolation": self.interpolation}
+        return self.inner(TF.resize(x, [self.size, self.size], antialias=self.antialias, **kwargs))
+
+    def __repr__(self) -> str:
+        return f"SquareResize(size={self.size}, then {self.inner!r})"
 
 
 def _identity(spec: BackboneSpec, layers: Sequence[str], weights_id: str, size: int, imagenet: bool,
