@@ -38,10 +38,21 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The datasets whose preset ships with actiontk (the files of the top-level stages/ folder; a test keeps this list
+# in step with them). For these a missing file is an error, never a silent run on the dataclass defaults.
+PRESET_DATASETS = ("hmdb51", "mpii", "toy", "toy-mpii", "ucf101")
+
+
 def presets_dir() -> Path:
-    """``$ACTIONTK_STAGES``, else the checkout's top-level ``stages/`` folder."""
+    """``$ACTIONTK_STAGES``; else the checkout's top-level ``stages/`` folder (a source tree or an editable
+    install); else the copies inside the installed package, ``actiontk/presets/`` (see setup.py)."""
     env = os.environ.get(ENV_STAGES)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "stages"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[1] / "stages"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "presets"
 
 
 def load_preset(dataset: str, config_file: Path | None = None) -> tuple[dict[str, Any], Path | None]:
@@ -50,6 +61,10 @@ def load_preset(dataset: str, config_file: Path | None = None) -> tuple[dict[str
     if not path.is_file():
         if config_file is not None:
             raise UserError(f"config file not found: {path}", "check the --config path")
+        if dataset.lower() in PRESET_DATASETS:
+            raise UserError(f"the {dataset} preset (the paper's settings) is missing: no {path}",
+                            "reinstall actiontk (its presets ship inside the package), point ACTIONTK_STAGES at a "
+                            "folder of presets, or pass --config FILE")
         return {}, None
     try:
         preset = tomllib.loads(path.read_text(encoding="utf-8"))
