@@ -85,7 +85,7 @@ def test_a_kill_between_the_checksum_and_the_checkpoint_still_resumes(two_epochs
 
 @pytest.mark.parametrize("kind, expected", [
     ("empty", "is empty"),
-    ("foreign", "is not a checkpoint of an actiontk training run"),
+    ("foreign", "is not a training checkpoint (it has no model"),
     ("garbage", "is not a readable PyTorch checkpoint"),
     ("refused", "which the safe loader refuses"),
     ("other model", "does not fit this model"),

@@ -92,6 +92,14 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every value of ``a`` is finite. For float16 it tests the exponent bits (all ones: inf or NaN) on
+    the integer view, about 6x faster than ``np.isfinite(a).all()`` (bench/checksums.py)."""
+    if a.dtype == np.float16 and a.size:
+        return int((np.ascontiguousarray(a).view(np.uint16) & 0x7C00).max()) != 0x7C00
+    return bool(np.isfinite(a).all())
+
+
 def _signature(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
@@ -316,7 +324,7 @@ def verify_shard(path: Path) -> str | None:
                     if ds.shape[0] != entry["frames"]:
                         return f"{rel} {layer} holds {ds.shape[0]} frames, its index says {entry['frames']}"
                     for start in range(0, ds.shape[0], 256):
-                        if not np.isfinite(ds[start:start + 256]).all():
+                        if not all_finite(ds[start:start + 256]):
                             return f"{rel} {layer} holds values that are not finite"
     except (OSError, ValueError, KeyError, TypeError) as e:
         return _reason(e)
@@ -470,7 +478,7 @@ class VideoWriter:
         n = next(iter(counts.values()))
         half = {layer: a.astype(np.float16, copy=False) for layer, a in maps.items()}
         for layer, a in half.items():
-            if not np.isfinite(a).all():  # NaN or inf (or beyond float16's range) is never stored
+            if not all_finite(a):  # NaN or inf (or beyond float16's range) is never stored
                 raise UserError(f"the {layer} maps of {self.rel} are not finite (NaN or inf, or beyond float16's "
                                 "range); nothing of it was stored",
                                 "the model or its weights produce them: check the weights and --lr; finished "
@@ -675,7 +683,7 @@ class FeatureReader:
             a = ds[start:stop]
         except OSError as e:
             raise self._damaged(shard, f"{_reason(e)} (reading {rel} {layer})") from None
-        if not np.isfinite(a).all():
+        if not all_finite(a):
             raise self._damaged(shard, f"holds values that are not finite ({rel} {layer})")
         return a
 

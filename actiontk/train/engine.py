@@ -494,7 +494,7 @@ class Trainer:
             raise bad(f"is not a readable PyTorch checkpoint ({detail})") from None
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         if missing:
-            raise bad(f"is not a checkpoint of an actiontk training run (no {', '.join(missing[:4])})")
+            raise bad(f"is not a training checkpoint (it has no {', '.join(missing[:4])})")
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
