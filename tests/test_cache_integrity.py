@@ -330,3 +330,39 @@ def test_read_only_cache_folder_is_one_line(toy_extracted, tmp_path: Path):
         assert str(cache / "extract") in result.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_full_disk_while_writing_cubes_is_one_line_and_resumes(toy_extracted, tmp_path: Path, monkeypatch, capsys):
+    """train-3d's cube writing meets ENOSPC (as h5py reports it) after training: exit 2 with one line, no
+    partial shard left, and the same command then writes the cubes from the checkpoint without training again."""
+    _, cache0 = toy_extracted
+    cache = tmp_path / "cache"
+    copy_cache(cache0, cache)
+    fast = ["train-3d", "--cache", str(cache), "--epochs", "1", "--batch-size", "8", "--clip-len", "4",
+            "--clip-stride", "4"]
+    real_append = store.VideoWriter.append
+    calls = {"n": 0}
+
+    def append(self, maps):
+        if "cubes" in str(self._shard.tmp):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise RuntimeError("Can't write data (file write failed: time = x, filename = "
+                                   f"'{self._shard.tmp}', file descriptor = 9, errno = 28, error message = "
+                                   "'No space left on device')")
+        return real_append(self, maps)
+
+    monkeypatch.setattr(store.VideoWriter, "append", append)
+    capsys.readouterr()
+    assert cli_run(fast) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("actiontk: error:")]
+    assert len(err) == 1 and err[0].startswith("actiontk: error: out of disk space writing "), err
+    cubes = next((cache / "cubes").iterdir())
+    assert not list(store.shard_dir(cubes).glob("*.incomplete"))
+    assert not (cubes / "complete.json").exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli_run(fast) == 0
+    out = capsys.readouterr()
+    assert "already finished its 1 epochs" in out.out + out.err
+    assert (cubes / "complete.json").is_file() and len(FeatureReader(cubes).videos()) == 18
