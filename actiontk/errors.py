@@ -8,6 +8,9 @@ escapes a command is a bug and is reported as an internal error.
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class UserError(Exception):
     """An error caused by the user's input; ``hint`` says what to do about it."""
@@ -33,9 +36,6 @@ def storage_problem(e: BaseException) -> str | None:
     """One line for an error writing to disk that the user can fix -- the disk or quota is full, a file-size
     limit (``ulimit -f``) was reached, or permission is denied -- or None for any other error. h5py reports the
     errno of a failed write only inside its message (and some as a RuntimeError); it is read from there too."""
-    import errno
-    import re
-
     if not isinstance(e, (OSError, RuntimeError)):  # h5py raises RuntimeError for some failed writes (a flush)
         return None
     text = str(e)
@@ -62,4 +62,4 @@ def storage_problem(e: BaseException) -> str | None:
     return None
 
 
-_STORAGE_ERRNOS = tuple(getattr(__import__("errno"), n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS"))
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)

@@ -133,7 +133,8 @@ def main() -> None:
           f"{args.windows} windows of {args.window} frames ({read_mb:.0f} MB), warm; medians of {args.repeats}")
     print(f"write  with fletcher32 {mb / med['write_on']:8.0f} MB/s   without {mb / med['write_off']:8.0f} MB/s   "
           f"ratio with/without {med['write_on'] / med['write_off']:.2f}")
-    print(f"read   with fletcher32 {read_mb / med['read_on']:8.0f} MB/s   without {read_mb / med['read_off']:8.0f} MB/s   "
+    print(f"read   with fletcher32 {read_mb / med['read_on']:8.0f} MB/s   "
+          f"without {read_mb / med['read_off']:8.0f} MB/s   "
           f"ratio with/without {med['read_on'] / med['read_off']:.2f}")
     print(f"FeatureReader.read (checksums + finite check) / raw h5py read of the same shard: "
           f"{med['reader'] / med['read_shard']:.2f}  ({read_mb / med['reader']:.0f} MB/s)")

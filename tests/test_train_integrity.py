@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
 
 from actiontk.cache.runs import Run, lock_writer, release_writer, verify_checksum
 from actiontk.cli import _out_of_resources

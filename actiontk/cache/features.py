@@ -284,10 +284,8 @@ def load_index(run_dir: Path) -> StoreIndex:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     index = scan(run_dir, skip=damaged)
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache: the index is right, only its cached copy stays stale
         _write_manifest(run_dir, index)
-    except OSError:  # a read-only cache: the index is right, only its cached copy stays stale
-        pass
     return index
 
 
