@@ -392,7 +392,7 @@ def run(argv: list[str] | None = None) -> int:
     except UserError as e:
         if _state["debug"]:
             raise
-        return _fail(str(e), e.exit_code)
+        return _fail(_from_worker(str(e)), e.exit_code)
     except ProblemsFound as e:
         if _state["debug"] and str(e):
             print(f"actiontk: {e}", file=sys.stderr)
@@ -427,6 +427,15 @@ def _interrupted() -> str:
         where = ""
     return (f"interrupted; {where + ' -- ' if where else ''}finished work is kept, run the same command again to "
             "resume")
+
+
+def _from_worker(text: str) -> str:
+    """The message of an error raised in a DataLoader worker: torch hands it back to the main process as
+    'Caught X in DataLoader worker process N.\nOriginal Traceback ...\nmodule.X: MESSAGE'; keep MESSAGE."""
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _out_of_resources(e: BaseException) -> str | None:

@@ -23,6 +23,7 @@ from actiontk.cache import features as store
 from actiontk.cache.features import MANIFEST, FeatureReader, ShardDamaged, ShardWriter, load_index
 from actiontk.cache.runs import atomic_write_json, open_run, release
 from actiontk.cli import run as cli_run
+from actiontk.datasets import get_dataset
 from actiontk.errors import UserError, storage_problem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -366,3 +367,22 @@ def test_full_disk_while_writing_cubes_is_one_line_and_resumes(toy_extracted, tm
     out = capsys.readouterr()
     assert "already finished its 1 epochs" in out.out + out.err
     assert (cubes / "complete.json").is_file() and len(FeatureReader(cubes).videos()) == 18
+
+
+def test_damage_met_in_a_dataloader_worker_is_one_line(toy_extracted, tmp_path: Path, capsys):
+    """Training with --num-workers 1 reads in a worker process; torch re-raises its error in the main process
+    wrapped in the worker's traceback. The command still ends with the one line naming the shard."""
+    root, cache0 = toy_extracted
+    cache = tmp_path / "cache"
+    run_dir = copy_cache(cache0, cache)
+    index = FeatureReader(run_dir).index
+    for sample in get_dataset("toy", root).load(1).test:  # the main process reads the train videos' statistics
+        flip_chunk(store.shard_dir(run_dir) / index.videos[sample.rel]["shard"])
+    capsys.readouterr()
+    code = cli_run(["train-3d", "--cache", str(cache), "--epochs", "1", "--batch-size", "8", "--clip-len", "4",
+                    "--clip-stride", "4", "--num-workers", "1"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("actiontk: error:")]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    assert lines[0].startswith("actiontk: error: the shard s") and "is damaged: it fails its checksum" in lines[0]
+    assert "Traceback" not in err

@@ -356,12 +356,14 @@ def repair(run_dir: Path, log=None) -> list[str]:
 
 
 class ShardDamaged(UserError):
-    """A finished shard failed a checksum (or holds non-finite values) while being read."""
+    """A finished shard failed a checksum (or holds non-finite values) while being read. Constructed from the
+    message alone, like any UserError, so that a DataLoader worker can hand it back to the main process."""
 
-    def __init__(self, run_dir: Path, shard: str, reason: str):
-        self.run_dir, self.shard, self.reason = Path(run_dir), shard, reason
-        where, hint = _repair_hint(Path(run_dir))
-        super().__init__(f"the shard {shard} of {where} is damaged: it {reason}", hint)
+
+def shard_damaged(run_dir: Path, shard: str, reason: str) -> ShardDamaged:
+    """The one-line error for a damaged shard: which shard of which run, why, and the command that repairs it."""
+    where, hint = _repair_hint(Path(run_dir))
+    return ShardDamaged(f"the shard {shard} of {where} is damaged: it {reason}", hint)
 
 
 def _repair_hint(run_dir: Path) -> tuple[str, str]:
@@ -664,7 +666,7 @@ class FeatureReader:
     def _damaged(self, shard: str, reason: str) -> ShardDamaged:
         self._files.pop(shard, None)
         record_damage(self.run_dir, shard, reason)
-        return ShardDamaged(self.run_dir, shard, reason)
+        return shard_damaged(self.run_dir, shard, reason)
 
     def dataset(self, rel: str, layer: str):
         entry = self.index.videos.get(rel)
