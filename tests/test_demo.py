@@ -84,10 +84,19 @@ def test_second_demo_recomputes_nothing(demo_dir, monkeypatch):
     monkeypatch.setattr("actiontk.models.backbones.build_backbone", boom)
     monkeypatch.setattr("actiontk.train.engine.Trainer.fit", boom)
     monkeypatch.setattr("actiontk.stages.train_3d.write_cubes", boom)
+    monkeypatch.setattr("actiontk.report.build", boom)  # unchanged metrics: the reports are not rendered again
     again = run_demo(work, profile=TINY)
     assert [s.run for s in again[0].stages] == [s.run for s in first[0].stages]
     assert [s.run for s in again[1].stages] == [s.run for s in first[1].stages]
     assert again[0].summary == first[0].summary and again[1].summary == first[1].summary
+    assert again[0].report == first[0].report and "report unchanged" in again[0].stages[-1].note
+    # a report whose inputs changed (here: its signature) is rendered again
+    stamp = first[0].report.parent / ".signature"
+    stamp.write_text("something else\n")
+    monkeypatch.undo()
+    before = first[0].report.stat().st_mtime_ns
+    third = run_demo(work, profile=TINY)
+    assert third[0].report.stat().st_mtime_ns != before and stamp.read_text() != "something else\n"
 
 
 def test_run_command_reuses_the_cache_and_stops_early(demo_dir, capsys, monkeypatch):

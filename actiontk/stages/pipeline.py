@@ -100,18 +100,50 @@ def _evaluate(results: list[StageResult], run, formats: Sequence[str], log) -> t
     start = time.perf_counter()
     run_path = run.path
     ev = evaluate_run(run, log=log)
-    report = None
+    report, note = None, "metrics.json + report"
     if formats:
         from actiontk.report import build, write_html, write_markdown
 
-        data = build(ev, log=log)
-        if "html" in formats:
-            report = write_html(data, run_path / "report")
-        if "md" in formats:
-            path = write_markdown(data, run_path / "report")
-            report = report or path
-    results.append(StageResult("evaluate", time.perf_counter() - start, report, "metrics.json + report"))
+        out = run_path / "report"
+        wanted = [out / name for fmt, name in (("html", "report.html"), ("md", "report.md")) if fmt in formats]
+        signature = _report_signature(ev, formats)
+        stamp = out / REPORT_SIGNATURE
+        if all(p.is_file() for p in wanted) and stamp.is_file() and stamp.read_text() == signature:
+            report, note = wanted[0], "metrics.json; report unchanged"
+            log(f"the report of {run.short} is up to date: {report}")
+        else:
+            data = build(ev, log=log)
+            if "html" in formats:
+                report = write_html(data, out)
+            if "md" in formats:
+                path = write_markdown(data, out)
+                report = report or path
+            from actiontk.cache.runs import atomic_write_text
+
+            atomic_write_text(stamp, signature)
+    results.append(StageResult("evaluate", time.perf_counter() - start, report, note))
     return ev.metrics["summary"], ev.metrics.get("over_splits"), report
+
+
+REPORT_SIGNATURE = ".signature"  # in a report folder: what the reports there were rendered from
+
+
+def _report_signature(ev, formats: Sequence[str]) -> str:
+    """What a run's reports depend on: its metrics (less the evaluation time), the runs they came from, the
+    requested formats, and the code that renders them (actiontk's version and the templates' text)."""
+    import hashlib
+    import json
+
+    from actiontk import __version__
+
+    templates = Path(__file__).resolve().parents[1] / "report" / "templates"
+    digest = hashlib.sha256()
+    for path in sorted(templates.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    metrics = {k: v for k, v in ev.metrics.items() if k != "evaluated"}
+    payload = {"metrics": metrics, "formats": sorted(formats), "actiontk": __version__,
+               "templates": digest.hexdigest(), "provenance": [p.get("key") for p in ev.provenance]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest() + "\n"
 
 
 def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, stages: Sequence[str] = VIDEO_STAGES,
