@@ -255,7 +255,7 @@ def test_extract_sees_photos_upright(tmp_path: Path):
 
 
 def test_train_gap_items_use_the_upright_size(tmp_path: Path):
-    from actiontk.stages.train_gap import _image_size
+    from actiontk.data.gap_items import _image_size
 
     path = tmp_path / "p.jpg"
     save_with_orientation(path, np.zeros((40, 64, 3), np.uint8), 8)

@@ -410,3 +410,64 @@ def test_printed_form_needs_gap_with_hidden_layers() -> None:
         make_head("gap", depth=0, form="weights")
     with pytest.raises(ValueError, match="form must be"):
         make_head("gap", form="both")
+
+
+# The state-dict keys of the network train-gap checkpoints (once a class nested in the stage): a resumed run loads
+# its checkpoint by these names, so they must not change.
+GAPNET_KEYS = {
+    (("head", "gap"), ("depth", 1), ("pose", True)): [
+        "mean", "std", "head.topdown.weight", "head.topdown.bias", "head.bottomup.0.weight", "head.bottomup.0.bias",
+        "head.bottomup.2.weight", "head.bottomup.2.bias", "head.pose_features.0.weight", "head.pose_features.0.bias",
+        "head.pose_features.2.weight", "head.pose_features.2.bias", "head.pose_heatmaps.weight",
+        "head.pose_heatmaps.bias",
+    ],
+    (("head", "mean"),): ["mean", "std", "head.topdown.weight", "head.topdown.bias"],
+    (("head", "gap"), ("depth", 2), ("form", "weights")): [
+        "mean", "std", "head.topdown.weight", "head.topdown.bias", "head.bottomup.c", "head.bottomup.bias",
+        "head.bottomup.factors.0", "head.bottomup.factors.1",
+    ],
+}
+
+
+@pytest.mark.parametrize("options", list(GAPNET_KEYS))
+def test_gapnet_state_dict_keys_are_the_checkpoints(options) -> None:
+    from actiontk.models.gap import GAPNet
+
+    net = GAPNet(make_head(**dict(options)))
+    assert list(net.state_dict()) == GAPNET_KEYS[options]
+
+
+class _Body(nn.Module):
+    """A stand-in backbone: a dict of named maps, with a BatchNorm that fine-tuning must keep in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, F_IN, kernel_size=3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(F_IN)
+
+    def forward(self, x):
+        return {"layer4": self.bn(self.conv(x))}
+
+
+def test_gapnet_with_a_backbone_standardizes_its_maps_and_freezes_batchnorm() -> None:
+    from actiontk.models.gap import GAPNet, fit_standardization
+
+    torch.manual_seed(0)
+    net = GAPNet(make_head("attn"), _Body(), "layer4")
+    assert list(net.state_dict()) == ["mean", "std", *("body." + k for k in net.body.state_dict()),
+                                      *("head." + k for k in net.head.state_dict())]
+    net.train()
+    assert net.training and net.head.training and not net.body.bn.training
+    images = [{"x": torch.rand(3, 12, 10) * 5 + 2} for _ in range(7)]
+    fit_standardization(net, images, device="cpu", batch_size=3)
+    assert net.training and not net.body.bn.training  # the mode it had, BatchNorm still frozen
+    with torch.no_grad():
+        maps = net.features(torch.stack([d["x"] for d in images]))  # (7, f, 6, 5)
+    z = (maps - net.mean) / net.std
+    assert max_diff(z.mean(dim=(0, 2, 3)), torch.zeros(F_IN)) < 1e-4
+    assert max_diff(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(F_IN)) < 1e-3
+    net.eval()
+    with torch.no_grad():
+        want = net.head(z)
+        got = net(torch.stack([d["x"] for d in images]))
+    assert max_diff(got.logits, want.logits) == 0

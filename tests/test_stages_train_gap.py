@@ -10,16 +10,12 @@ import torch
 
 from actiontk.cache.features import FeatureReader
 from actiontk.cli import run as cli
+from actiontk.data.gap_items import CachedMaps, load_items
 from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
 from actiontk.errors import UserError
+from actiontk.models.gap import fit_standardization
 from actiontk.stages.extract import ExtractConfig, extract
-from actiontk.stages.train_gap import (
-    CachedMaps,
-    TrainGAPConfig,
-    fit_standardization,
-    load_items,
-    train_gap,
-)
+from actiontk.stages.train_gap import TrainGAPConfig, train_gap
 from actiontk.train.engine import TrainConfig
 
 SMALL = dict(width=32, pose_width=16, dropout=0.2, attention_samples=5)
@@ -84,13 +80,12 @@ def test_other_heads(cache: Path, head: str, one_torch_thread):
 
 
 def test_standardization_uses_training_maps(cache: Path, toy: Path):
-    from actiontk.models.gap import GAPConfig, GAPHead
-    from actiontk.stages.train_gap import _make_net
+    from actiontk.models.gap import GAPConfig, GAPHead, GAPNet
 
     reader = FeatureReader(next((cache / "extract").iterdir()))
     _, train, _ = load_items("toy-mpii", toy, keep=lambda rel: rel in reader, need_pose=True, log=lambda m: None)
     ds = CachedMaps(reader, train, "layer4", 64, 1.0, 32)
-    net = _make_net(GAPHead(GAPConfig(in_channels=2048, num_classes=3, head="mean")))
+    net = GAPNet(GAPHead(GAPConfig(in_channels=2048, num_classes=3, head="mean")))
     fit_standardization(net, ds, device="cpu", batch_size=5)
     maps = np.stack([reader.read(it.rel, "layer4")[0].astype(np.float64) for it in train])  # (N, C, h, w)
     np.testing.assert_allclose(net.mean.flatten().numpy(), maps.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)

@@ -32,8 +32,10 @@ on X. In the paper (Sec. III) pose is a regularizing loss only: the branch's out
 else (``pose_attention=False``, the default). ``pose_attention=True`` is the rank-1 reference code's variant: the
 bottom-up stack reads the pose branch's features instead of X, so the keypoint supervision shapes the attention.
 
-What this module holds: :class:`GAPConfig`, :class:`GAPHead`, :class:`GAPOutput`, :func:`pose_loss`, and the
-second-order pooling form of the rank-1 head, :func:`second_order_pool` and :func:`second_order_scores`.
+What this module holds: :class:`GAPConfig`, :class:`GAPHead`, :class:`GAPOutput`, :func:`pose_loss`, the
+second-order pooling form of the rank-1 head, :func:`second_order_pool` and :func:`second_order_scores`, and the
+network ``train-gap`` trains around the head, :class:`GAPNet` ([backbone ->] standardization -> head), with
+:func:`fit_standardization`.
 """
 
 from __future__ import annotations
@@ -312,3 +314,67 @@ def pose_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(f"mask {tuple(mask.shape)} must be (B, J) = {tuple(pred.shape[:2])} or (B, J, H, W)")
     diff = torch.where(mask != 0, pred - target.to(pred.dtype), pred.new_zeros(()))
     return diff.square().sum() / pred.shape[0]
+
+
+# -- the network train-gap trains: [backbone ->] standardization -> head -----------------------------------------
+
+STATS_IMAGES = 2000  # images whose maps give the input standardization (evenly spaced over the training set)
+
+
+class GAPNet(nn.Module):
+    """[backbone (trainable, BatchNorm frozen) ->] per-channel standardization -> :class:`GAPHead`.
+
+    ``body`` is None on cached maps (the input is the maps themselves); with ``--finetune`` it is a backbone that
+    returns a dict of named maps, of which ``layer`` is read. The standardization is a fixed affine map with
+    statistics measured on the training maps before training (:func:`fit_standardization`), stored as buffers
+    (``mean``, ``std``) so that checkpoints carry them. It is our addition: the head's score is a product of two
+    linear maps of X, so its scale is the square of the maps'; standardized inputs make one learning rate and
+    initialization work whatever the backbone's feature scale (ImageNet ResNet-101 layer4 means are ~0.5, randomly
+    initialized ones ~10). State-dict keys: ``mean``, ``std``, ``body.*`` (fine-tuning only), ``head.*``.
+    """
+
+    def __init__(self, head: GAPHead, body: nn.Module | None = None, layer: str | None = None) -> None:
+        super().__init__()
+        self.body, self.head, self.layer = body, head, layer
+        channels = head.config.in_channels
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def train(self, mode: bool = True) -> GAPNet:
+        super().train(mode)
+        if self.body is not None:
+            for m in self.body.modules():  # batch statistics of a few images would wreck pretrained BN
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def features(self, x: Tensor) -> Tensor:
+        """The maps the head reads, before standardization: ``(B, f, H, W)``."""
+        return self.body(x)[self.layer] if self.body is not None else x
+
+    def forward(self, x: Tensor) -> GAPOutput:
+        return self.head((self.features(x) - self.mean) / self.std)
+
+
+def fit_standardization(net: GAPNet, dataset, *, device, batch_size: int) -> None:
+    """Set ``net``'s per-channel mean and std from (a spread-out sample of) ``dataset``'s inputs."""
+    import numpy as np
+    from torch.utils.data import DataLoader, Subset
+
+    n = len(dataset)
+    pick = np.unique(np.linspace(0, n - 1, num=min(n, STATS_IMAGES)).round().astype(int)).tolist()
+    total, sq, count = 0.0, 0.0, 0
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for batch in DataLoader(Subset(dataset, pick), batch_size=batch_size, shuffle=False):
+            f = net.features(batch["x"].to(device).float()).double()  # (B, C, h, w)
+            total = total + f.sum(dim=(0, 2, 3))
+            sq = sq + f.square().sum(dim=(0, 2, 3))
+            count += f.shape[0] * f.shape[2] * f.shape[3]
+    mean = total / count
+    std = (sq / count - mean.square()).clamp_min(0).sqrt()
+    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))  # dead channels: 1
+    net.mean.copy_(mean.float().view(1, -1, 1, 1))
+    net.std.copy_(std.float().view(1, -1, 1, 1))
+    net.train(was_training)

@@ -1,6 +1,7 @@
 """``actiontk train-gap``: generalized attentional pooling (with pose regularization) on still images.
 
-Two modes, one head (:mod:`actiontk.models.gap`) and one training engine:
+Two modes, one network (:class:`actiontk.models.gap.GAPNet` around the head), one training engine, and the
+training items of :mod:`actiontk.data.gap_items`:
 
 - **cached** (default): the head is trained on the ResNet-101 ``layer4`` maps of an ``extract`` run of an
   image dataset (``mpii``, ``toy-mpii``, ``images``); the backbone is frozen and never built. Pose targets
@@ -34,6 +35,7 @@ import numpy as np
 
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
+from actiontk.data.gap_items import IMAGE_DATASETS, CachedMaps, ImageCrops, load_items
 from actiontk.errors import UserError
 from actiontk.stages import upstream
 from actiontk.models.gap import PAPER_POSE_WEIGHT
@@ -41,7 +43,6 @@ from actiontk.stages.common import train_key
 
 STAGE = "train-gap"
 SCHEMA = 3  # 2: inputs standardized per channel; 3: pose as a loss term only by default, weight decay = 2 zeta
-IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
 
 
 @dataclass
@@ -132,190 +133,6 @@ class TrainGAPConfig:
         return out
 
 
-# -- the items: image, label, pose targets -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Item:
-    rel: str
-    path: Path
-    label: int
-    size: tuple[int, int]  # (H, W) of the original image
-    people: np.ndarray  # (P, 16, 3) continuous image coordinates [x, y, visible], NaN where absent
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    from actiontk.data.images import image_size
-
-    return image_size(path)  # upright (EXIF orientation applied); reads the header only
-
-
-def load_items(dataset: str, root: str | Path, *, keep: Callable[[str], bool] = lambda rel: True,
-               need_pose: bool, log: Callable[[str], None]) -> tuple[list[str], list[Item], list[Item]]:
-    """(classes, train items, test items) of an image dataset's split 1, with each image's people."""
-    from actiontk.data.pose import from_pixel_indices
-    from actiontk.datasets import get_dataset
-
-    ds = get_dataset(dataset, root)
-    if getattr(ds, "kind", "video") != "image":
-        raise UserError(f"train-gap needs a still-image dataset, {dataset!r} holds videos",
-                        f"use one of: {', '.join(IMAGE_DATASETS)}")
-    index = ds.load(1)
-    annotations = ds.annotations() if hasattr(ds, "annotations") else None
-    if need_pose and annotations is None:
-        raise UserError(f"--pose needs keypoint annotations, which the {dataset!r} dataset does not have",
-                        "use --no-pose, or an MPII-layout dataset (mpii, toy-mpii)")
-
-    def items(samples) -> list[Item]:
-        out = []
-        for s in samples:
-            if not keep(s.rel):
-                continue
-            people = np.zeros((0, 16, 3))
-            if annotations is not None:
-                people = from_pixel_indices(annotations[s.rel].keypoints(), base=1)
-            out.append(Item(s.rel, s.path, s.label, _image_size(s.path), people))
-        return out
-
-    train, test = items(index.train), items(index.test)
-    left_out = len(index.train) + len(index.test) - len(train) - len(test)
-    if left_out:
-        log(f"{left_out} image(s) of the split have no cached features (unreadable at extract) and are left out")
-    if not train or not test:
-        raise UserError(f"{dataset} has {len(train)} train and {len(test)} test images to use",
-                        "check the dataset with `actiontk datasets check` and the extract run with `actiontk status`")
-    return index.classes, train, test
-
-
-class CachedMaps:
-    """Cached ``layer`` maps of images as training items: ``{"x", "label", "heatmap", "mask"}``."""
-
-    def __init__(self, reader: store.FeatureReader, items: list[Item], layer: str, input_size: int, sigma: float,
-                 stride: int):
-        from actiontk.data.pose import center_crop_transform, keypoints_to_heatmaps
-
-        self.reader, self.items, self.layer = reader, items, layer
-        _, h, w = reader.layers()[layer]
-        self.map_size = (int(h), int(w))
-        self.heatmaps = np.zeros((len(items), 16, h, w), np.float32)
-        self.masks = np.zeros((len(items), 16), bool)
-        for i, it in enumerate(items):
-            t = center_crop_transform(it.size, input_size)
-            self.heatmaps[i], self.masks[i] = keypoints_to_heatmaps(it.people, t, self.map_size, sigma, stride=stride)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-
-        x = self.reader.read(self.items[i].rel, self.layer)[0]  # (C, h, w) float16
-        return {"x": torch.from_numpy(x.astype(np.float32)), "label": self.items[i].label,
-                "heatmap": torch.from_numpy(self.heatmaps[i]), "mask": torch.from_numpy(self.masks[i]), "index": i}
-
-
-class ImageCrops:
-    """Images as training items for ``--finetune``: a random (``train``) or centre crop, with pose targets."""
-
-    def __init__(self, items: list[Item], *, resize: int, crop: int, map_size: tuple[int, int], sigma: float,
-                 stride: int, train: bool, seed: int):
-        self.items, self.resize, self.crop, self.map_size = items, resize, crop, map_size
-        self.sigma, self.stride, self.train, self.seed = sigma, stride, train, seed
-        self.epoch = 0  # set by the caller's sampler through set_epoch; makes crops depend on (seed, epoch, i)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        import torch
-        import torchvision.transforms.functional as TF
-
-        from actiontk.data.images import load_rgb
-        from actiontk.data.pose import center_crop_transform, keypoints_to_heatmaps, random_crop_transform
-        from actiontk.models.backbones import IMAGENET_MEAN, IMAGENET_STD
-
-        it = self.items[i]
-        if self.train:
-            import torch.utils.data as tud
-
-            info = tud.get_worker_info()
-            # A fresh stream per (seed, item, draw): a worker's base seed (epoch-dependent) or torch's RNG.
-            draw = info.seed if info is not None else int(torch.randint(0, 2**62, ()).item())
-            rng = np.random.default_rng([self.seed, i, draw % 2**62])
-            t = random_crop_transform(it.size, self.resize, self.crop, rng)
-        else:
-            t = center_crop_transform(it.size, self.resize, self.crop)
-        img = t.apply_image(load_rgb(it.path))  # upright: EXIF orientation applied, as extract does
-        x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)
-        heat, mask = keypoints_to_heatmaps(it.people, t, self.map_size, self.sigma, stride=self.stride)
-        return {"x": x, "label": it.label, "heatmap": torch.from_numpy(heat), "mask": torch.from_numpy(mask),
-                "index": i}
-
-
-STATS_IMAGES = 2000  # images whose maps give the input standardization (evenly spaced over the training set)
-
-
-def _make_net(head, body=None, layer: str | None = None):
-    """[backbone (trainable, BatchNorm frozen) ->] per-channel standardization -> head.
-
-    The standardization is a fixed affine map with statistics measured on the training maps before training
-    (:func:`fit_standardization`), stored as buffers so that checkpoints carry them. It is our addition: the
-    head's score is a product of two linear maps of X, so its scale is the square of the maps'; standardized
-    inputs make one learning rate and initialization work whatever the backbone's feature scale (ImageNet
-    ResNet-101 layer4 means are ~0.5, randomly initialized ones ~10).
-    """
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.body, self.head = body, head
-            channels = head.config.in_channels
-            self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-            self.register_buffer("std", torch.ones(1, channels, 1, 1))
-
-        def train(self, mode: bool = True):
-            super().train(mode)
-            if self.body is not None:
-                for m in self.body.modules():  # batch statistics of a few images would wreck pretrained BN
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.eval()
-            return self
-
-        def features(self, x):
-            return self.body(x)[layer] if self.body is not None else x
-
-        def forward(self, x):
-            return self.head((self.features(x) - self.mean) / self.std)
-
-    return Net()
-
-
-def fit_standardization(net, dataset, *, device, batch_size: int) -> None:
-    """Set ``net``'s per-channel mean and std from (a spread-out sample of) ``dataset``'s inputs."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    n = len(dataset)
-    pick = np.unique(np.linspace(0, n - 1, num=min(n, STATS_IMAGES)).round().astype(int)).tolist()
-    total, sq, count = 0.0, 0.0, 0
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
-        for batch in DataLoader(Subset(dataset, pick), batch_size=batch_size, shuffle=False):
-            f = net.features(batch["x"].to(device).float()).double()  # (B, C, h, w)
-            total = total + f.sum(dim=(0, 2, 3))
-            sq = sq + f.square().sum(dim=(0, 2, 3))
-            count += f.shape[0] * f.shape[2] * f.shape[3]
-    mean = total / count
-    std = (sq / count - mean.square()).clamp_min(0).sqrt()
-    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))  # dead channels: 1
-    net.mean.copy_(mean.float().view(1, -1, 1, 1))
-    net.std.copy_(std.float().view(1, -1, 1, 1))
-    net.train(was_training)
-
-
 # -- the stage ------------------------------------------------------------------------------------------------
 
 
@@ -339,7 +156,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
               features: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
               console=None) -> Run:
     from actiontk.models.backbones import channels, layer_map_size
-    from actiontk.models.gap import GAPConfig, GAPHead
+    from actiontk.models.gap import GAPConfig, GAPHead, GAPNet, fit_standardization
     from actiontk.train.engine import Trainer, seed_everything
 
     if dataset is not None and dataset.lower() not in IMAGE_DATASETS:
@@ -397,13 +214,13 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
 
         fb = build_backbone(cfg.backbone, [cfg.layer], cfg.weights, seed=tcfg.seed)
         fb.body.requires_grad_(True)
-        model, stride = _make_net(head, fb.body, cfg.layer), fb.strides[cfg.layer]
+        model, stride = GAPNet(head, fb.body, cfg.layer), fb.strides[cfg.layer]
         train_set = ImageCrops(train_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
                                stride=stride, train=True, seed=tcfg.seed)
         test_set = ImageCrops(test_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
                               stride=stride, train=False, seed=tcfg.seed)
     else:
-        model = _make_net(head)
+        model = GAPNet(head)
         train_set = CachedMaps(reader, train_items, cfg.layer, input_size, cfg.sigma, stride)
         test_set = CachedMaps(reader, test_items, cfg.layer, input_size, cfg.sigma, stride)
     mode = "fine-tuning " + cfg.backbone if cfg.finetune else f"cached {cfg.layer} maps of {up.short}"
