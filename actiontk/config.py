@@ -29,13 +29,16 @@ ENV_STAGES = "ACTIONTK_STAGES"
 
 # The tables a preset may hold and the config dataclasses whose fields their keys set ("module:Class"). A
 # training stage's table sets both its model options and the shared TrainConfig.
-TABLES: dict[str, tuple[str, ...]] = {
-    "extract": ("actiontk.stages.extract:ExtractConfig",),
-    "train-3d": ("actiontk.stages.train_3d:Train3DConfig", "actiontk.train.engine:TrainConfig"),
-    "train-lstm": ("actiontk.stages.train_lstm:TrainLSTMConfig", "actiontk.train.engine:TrainConfig"),
-    "train-gap": ("actiontk.stages.train_gap:TrainGAPConfig", "actiontk.train.engine:TrainConfig"),
-    "run": ("actiontk.stages.pipeline:RunConfig",),
-}
+def _stage_tables() -> dict[str, tuple[str, ...]]:
+    """Each stage's preset table: its config dataclass (and TrainConfig for a trained stage); [run] the pipeline's."""
+    from actiontk.stages.registry import STAGES
+
+    tables = {name: (stage.config_path, *(("actiontk.train.engine:TrainConfig",) if stage.trains else ()))
+              for name, stage in STAGES.items() if stage.config_path}
+    return {**tables, "run": ("actiontk.stages.pipeline:RunConfig",)}
+
+
+TABLES: dict[str, tuple[str, ...]] = _stage_tables()
 
 
 # The datasets whose preset ships with actiontk (the files of the top-level stages/ folder; a test keeps this list

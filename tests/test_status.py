@@ -351,3 +351,32 @@ def test_gc_nothing_to_do_and_option_errors(tmp_path: Path, root: Path, capsys):
     assert "--yes only applies with --gc" in capsys.readouterr().err
     assert cli_run(["status", "--gc", "--json", "--cache", str(cache)]) == 2
     assert "--json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_status_is_readable_at_80_columns_and_piped(tmp_path: Path, root: Path, width: int):
+    """No line wider than the terminal, and no value broken inside a word (each token appears whole)."""
+    import io
+
+    from rich.console import Console
+
+    from actiontk.commands.status import inspect_runs, print_runs
+
+    cache = tmp_path / "cache"
+    pipeline(cache, root)
+    stale = make_training(cache, "train-gap", {"extract": "0" * 64}, root)  # a stale run with a long reason
+    statuses = inspect_runs(cache)
+    out = io.StringIO()
+    print_runs(Console(file=out, width=width, color_system=None), statuses, title=f"runs in {cache}")
+    text = out.getvalue()
+    lines = text.splitlines()
+    for line in lines[1:]:  # the title is the cache's path, which may be longer than any terminal
+        assert len(line) <= width or len(line.split()) == 1, line  # only a single unbreakable token may overflow
+    assert all(line == line.rstrip() for line in lines)  # nothing padded for a pipe
+    words = set(text.split())
+    for st in statuses:
+        assert st.run.short in words
+        for token in (st.what + " " + st.progress).split():
+            assert token in words, (token, text)
+    assert stale.short in text and "why: upstream extract run 0000000000000000 is gone from the cache" in " ".join(
+        text.split())

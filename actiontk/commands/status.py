@@ -27,11 +27,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from actiontk.cache.runs import Run, read_jsonl
+from actiontk.cache.runs import Run, human_bytes, read_jsonl
 from actiontk.errors import ProblemsFound, UserError
+from actiontk.stages import registry
 
 REMOVABLE = ("partial", "stale")
-STAGE_ORDER = ("extract", "train-3d", "cubes", "train-lstm", "train-gap")
+STAGE_ORDER = registry.ORDER
 # what the training engine writes (actiontk.train.engine, which imports torch: status stays light)
 CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.jsonl"
 STYLES = {"complete": "green", "partial": "yellow", "running": "cyan", "stale": "red", "unknown": "magenta"}
@@ -90,10 +91,7 @@ class RunStatus:
 
 def current_schemas() -> dict[str, int]:
     """The schema version this code writes, per stage."""
-    from actiontk.stages import extract, train_3d, train_gap, train_lstm
-
-    return {extract.STAGE: extract.SCHEMA, train_3d.STAGE: train_3d.SCHEMA, train_3d.CUBES: train_3d.SCHEMA,
-            train_lstm.STAGE: train_lstm.SCHEMA, train_gap.STAGE: train_gap.SCHEMA}
+    return registry.schemas()
 
 
 def inspect_runs(root: Path) -> list[RunStatus]:
@@ -183,9 +181,9 @@ def _describe(run: Run, schemas: dict[str, int]) -> RunStatus:
         st.state, st.why = "unknown", [f"stage {run.stage!r} is not known to this actiontk"]
         return st
     try:
-        if run.stage == "extract":
+        if run.stage == registry.EXTRACT:
             _describe_extract(run, st)
-        elif run.stage == "cubes":
+        elif run.stage == registry.CUBES:
             _describe_cubes(run, st)
         else:
             _describe_training(run, st)
@@ -249,10 +247,11 @@ def _describe_training(run: Run, st: RunStatus) -> None:
 
     model, train = run.config.get("model", {}), run.config.get("train", {})
     epochs = train.get("epochs")
-    if run.stage == "train-3d":
+    if run.stage == registry.TRAIN_3D:
         st.what = (f"ch {model.get('channels')} clip {model.get('clip_len')}"
-                   + (" +attention" if "attention" in run.info.get("upstream", {}) else ""))
-    elif run.stage == "train-lstm":
+                   + (" +attention" if "attention" in run.info.get("upstream", {}) else "")
+                   + (" warm" if "init" in run.info.get("upstream", {}) else ""))
+    elif run.stage == registry.TRAIN_LSTM:
         st.what = f"{model.get('fusion')} {model.get('hidden')}x{model.get('layers')}"
     else:  # train-gap
         depth = model.get("depth")
@@ -273,7 +272,7 @@ def _describe_training(run: Run, st: RunStatus) -> None:
                    default=0)
     st.progress = f"epoch {done}/{epochs}"
     st.why = ["training not finished" if not epochs or done < epochs else
-              ("cubes not written" if run.stage == "train-3d" else "predictions not written")]
+              ("cubes not written" if run.stage == registry.TRAIN_3D else "predictions not written")]
 
 
 def _accuracy(summary: dict) -> str:
@@ -339,16 +338,7 @@ def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_j
     if not statuses:
         console.print(f"no runs in {escape(str(root))} yet: start with `actiontk extract DATASET --root DIR`")
         return
-    table = Table(title=f"runs in {escape(str(root))}")
-    table.add_column("run", no_wrap=True)
-    for col in ("dataset", "split", "what", "state", "progress", "size", "age"):
-        table.add_column(col, overflow="fold")
-    now = time.time()
-    for st in statuses:
-        table.add_row(escape(st.run.short), escape(st.dataset), escape(st.split), escape(st.what),
-                      f"[{STYLES[st.state]}]{escape(st.state_text())}[/]", escape(st.progress),
-                      human_bytes(st.size), human_age(_age_s(st, now)))
-    console.print(table)
+    print_runs(console, statuses, title=f"runs in {root}")
     dead = [s for s in statuses if s.removable]
     if dead:
         total = human_bytes(sum(s.size for s in dead))
@@ -356,6 +346,50 @@ def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_j
                       "(a partial run resumes when its command is run again)")
     if damaged:
         raise ProblemsFound()
+
+
+WIDE = 140  # columns from which the runs are a table; narrower terminals and pipes get one block per run
+
+
+def print_runs(console: Console, statuses: list[RunStatus], *, title: str) -> None:
+    """The runs as a table on a wide terminal, else one block each that wraps between words, never inside one:
+
+    ``extract/1a2b3c4d5e6f7a8b  complete  72/72 videos  9.7 MiB  29 min ago``
+    ``    toy split 1 · vgg16 pool4+conv5_3 @384px ...``
+    """
+    now = time.time()
+    if console.width >= WIDE:
+        table = Table(title=escape(title))
+        table.add_column("run", no_wrap=True)
+        for col in ("dataset", "split", "what", "state", "progress", "size", "age"):
+            table.add_column(col, overflow="fold")
+        for st in statuses:
+            table.add_row(escape(st.run.short), escape(st.dataset), escape(st.split), escape(st.what),
+                          f"[{STYLES[st.state]}]{escape(st.state_text())}[/]", escape(st.progress),
+                          human_bytes(st.size), human_age(_age_s(st, now)))
+        console.print(table)
+        return
+    import textwrap
+
+    from rich.text import Text
+
+    def wrapped(text: str, indent: str) -> str:  # breaks between words only; no trailing spaces
+        return textwrap.fill(text, width=max(console.width, 40), subsequent_indent="    ", initial_indent=indent,
+                             break_long_words=False, break_on_hyphens=False)
+
+    console.print(Text(title, style="bold"), soft_wrap=True)
+    for st in statuses:
+        state = st.state + (f", {st.failed} failed" if st.state == "complete" and st.failed else "") \
+            + (" (in use)" if st.in_use and st.state != "running" else "")
+        fields = (st.run.short, state, st.progress, human_bytes(st.size), human_age(_age_s(st, now)))
+        head = Text(wrapped("  ".join(x for x in fields if x), ""))
+        head.stylize("bold", 0, len(st.run.short))
+        head.stylize(STYLES[st.state], len(st.run.short) + 2, len(st.run.short) + 2 + len(state))
+        console.print(head, soft_wrap=True)
+        where = " ".join(x for x in (st.dataset, f"split {st.split}" if st.split else "") if x)
+        for line in (" · ".join(x for x in (where, st.what) if x), *(f"why: {w}" for w in st.why)):
+            if line:
+                console.print(Text(wrapped(line, "    ")), soft_wrap=True)
 
 
 def verify_cache(root: Path, *, console: Console) -> tuple[int, dict[str, list[str]]]:

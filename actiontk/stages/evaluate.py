@@ -34,9 +34,9 @@ from actiontk import __version__
 from actiontk import metrics as M
 from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs
 from actiontk.errors import UserError
-from actiontk.stages import upstream
+from actiontk.stages import registry, upstream
 
-TRAIN_STAGES = ("train-lstm", "train-gap")
+TRAIN_STAGES = registry.PREDICTING  # the stages whose runs hold predictions
 PREDICTIONS = "predictions.npz"
 ATTENTION_SAMPLES = "attention_samples.npz"
 METRICS = "metrics.json"

@@ -40,7 +40,7 @@ from actiontk.errors import UserError, storage_problem
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
 
 SCHEMA = 2  # 2: verified, upright frames (display-matrix rotation, EXIF orientation); decoders in the key
-STAGE = "extract"
+STAGE = "extract"  # actiontk.stages.registry.EXTRACT (registry imports this module lazily)
 TARGETS = "targets.json"  # which videos each split asked for: what "complete" means in `actiontk status`
 
 
@@ -51,16 +51,17 @@ class ExtractConfig:
     backbone: str = "vgg16"
     """CNN: vgg16, resnet101, resnet50 or resnet18."""
     layers: list[str] = field(default_factory=lambda: ["pool4", "conv5_3"])
-    """Layers whose maps are stored (vgg16: conv4_3 pool4 conv5_3 pool5; resnet*: layer1..layer4)."""
+    """Layers whose maps are stored, comma-separated or repeated (vgg16: conv4_3 pool4 conv5_3 pool5; resnet*:
+    layer1..layer4)."""
     size: int = 224
-    """Frames are resized (shorter side) and center-cropped to size x size (see resize)."""
+    """Frames are resized (shorter side) and center-cropped to size x size (see --resize)."""
     resize: str = "shorter"
     """shorter: resize the shorter side to size, centre crop (ours); square: resize the whole frame to
     size x size, aspect ratio not kept (the joint-attention paper, Sec. 4.2: 384 x 384). Videos only."""
     frame_stride: int = 1
     """Keep every S-th frame."""
     grid: int | None = None
-    """Average-pool the stored maps to grid x grid (None: native resolution)."""
+    """Average-pool the stored maps to grid x grid (unset: the native resolution)."""
     weights: str = "imagenet"
     """imagenet (torchvision weights), none (random, seeded) or a path to a local state dict."""
     precision: str = "auto"

@@ -22,11 +22,11 @@ from typing import Any
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, open_run
 from actiontk.errors import UserError
-from actiontk.stages import upstream
+from actiontk.stages import registry, upstream
 from actiontk.stages.common import split_videos, train_key
 
-STAGE = "train-3d"
-CUBES = "cubes"
+STAGE = registry.TRAIN_3D
+CUBES = registry.CUBES
 SCHEMA = 2  # 2: per-step deep supervision and the printed loss normalization
 
 
@@ -35,8 +35,8 @@ class Train3DConfig:
     """Model and clip options of ``train-3d`` (training options are in :class:`TrainConfig`)."""
 
     levels: list[str] | None = None
-    """Feature levels to train on (default: every level of the extract run); one level is the single-level
-    ablation of the paper's Table 2."""
+    """Feature levels to train on, comma-separated or repeated (default: every level of the extract run); one
+    level, e.g. pool4, is the single-level ablation of the paper's Table 2."""
     clip_len: int = 30
     """L1: consecutive frames per clip (paper: 30)."""
     clip_stride: int = 15
@@ -98,9 +98,8 @@ def pick_levels(wanted: list[str] | None, available: list[str], run_short: str) 
 
 
 def extract_complete(run: Run) -> bool:
-    from actiontk.stages.extract import extract_state
-
-    return extract_state(run)["state"] == "complete"
+    """Whether an extract run is complete (the extract stage's rule, :mod:`actiontk.stages.registry`)."""
+    return registry.STAGES[registry.EXTRACT].is_complete(run)
 
 
 def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
@@ -116,8 +115,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     from actiontk.models.conv3d import Conv3DConfig, MultiLevel3D
     from actiontk.train.engine import Trainer, seed_everything
 
-    up, split = upstream.pick_run(cache_root, "extract", dataset=dataset, split=split, run=features,
-                                  complete=extract_complete,
+    up, split = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=split, run=features,
                                   next_step=f"actiontk extract {dataset or 'DATASET'} --root DIR --split {split or 1}",
                                   log=log)
     reader = store.FeatureReader(up.path)
@@ -127,8 +125,8 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
 
     att_reader, att_run = None, None
     if attention_from is not None:
-        att_run, _ = upstream.pick_run(cache_root, "train-lstm", dataset=name, split=split, run=attention_from,
-                                       complete=upstream.is_complete, next_step="actiontk train-lstm", log=log)
+        att_run, _ = upstream.pick_run(cache_root, registry.TRAIN_LSTM, dataset=name, split=split,
+                                       run=attention_from, next_step="actiontk train-lstm", log=log)
         att_reader = store.FeatureReader(att_run.path / "attention")
     elif cfg.att_lambda > 0:
         log("attention regularization is off: no --attention-from train-lstm run given (first pass of the "
@@ -137,7 +135,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     init_run = None
     if init_from is not None:
         init_run, _ = upstream.pick_run(cache_root, STAGE, dataset=name, split=split, run=init_from,
-                                        complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
+                                        next_step="actiontk train-3d", log=log)
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
     model = MultiLevel3D({layer: Conv3DConfig(in_channels=shapes[layer][0], channels=cfg.channels, hidden=cfg.hidden,
@@ -146,7 +144,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     if init_run is not None:  # before the run exists: weights that do not fit leave no empty run behind
         load_weights(model, init_run, log)  # (a resumed run then restores its own checkpoint over them)
     key_cfg = {"model": dataclasses.asdict(cfg), "train": train_key(tcfg), "layers": layers}
-    up_keys = {"extract": up.key, **({"attention": att_run.key} if att_run else {}),
+    up_keys = {registry.EXTRACT: up.key, **({"attention": att_run.key} if att_run else {}),
                **({"init": init_run.key} if init_run else {})}
     run = open_run(cache_root, STAGE, SCHEMA, key_cfg, upstream=up_keys,
                    inputs={"dataset": name, "root": root, "split": split})

@@ -31,11 +31,11 @@ from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
 from actiontk.metrics import vote  # clips -> video majority (ours), shared with evaluate
-from actiontk.stages import upstream
+from actiontk.stages import registry, upstream
 from actiontk.stages.common import split_videos, train_key
-from actiontk.stages.train_3d import check_common, extract_complete, pick_levels
+from actiontk.stages.train_3d import check_common, pick_levels
 
-STAGE = "train-lstm"
+STAGE = registry.TRAIN_LSTM
 SCHEMA = 2  # 2: the paper's hard clip vote (clip_pred) and the printed loss normalization
 
 
@@ -46,7 +46,8 @@ class TrainLSTMConfig:
     fusion: str = "early"
     """early or late fusion of the levels in the candidate memory."""
     levels: list[str] | None = None
-    """Levels to read (default: every level of the upstream run); one level is the single-level ablation."""
+    """Levels to read, comma-separated or repeated (default: every level of the upstream run); one level is the
+    single-level ablation."""
     hidden: int = 1024
     """Units per LSTM layer (paper: 1024)."""
     layers: int = 3
@@ -98,17 +99,17 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
         raise UserError("--cubes and --features both given", "the LSTM reads either cubes (train-3d) or feature "
                         "maps straight from an extract run (the no-temporal-convnet ablation), not both")
     if features is not None:
-        up, split = upstream.pick_run(cache_root, "extract", dataset=dataset, split=split, run=features,
-                                      complete=extract_complete, next_step="actiontk extract", log=log)
+        up, split = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=split, run=features,
+                                      next_step="actiontk extract", log=log)
     else:
-        up, split = upstream.pick_run(cache_root, "cubes", dataset=dataset, split=split, run=cubes,
-                                      complete=upstream.is_complete, next_step="actiontk train-3d", log=log)
+        up, split = upstream.pick_run(cache_root, registry.CUBES, dataset=dataset, split=split, run=cubes,
+                                      next_step="actiontk train-3d", log=log)
     reader = store.FeatureReader(up.path)
     shapes = reader.layers()
     levels = pick_levels(cfg.levels, list(shapes), up.short)
     name, root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
     classes, train_videos, test_videos = split_videos(name, root, split, reader, log)
-    source = "extract" if features is not None else "cubes"
+    source = registry.EXTRACT if features is not None else registry.CUBES
     run = open_run(cache_root, STAGE, SCHEMA, {"model": dataclasses.asdict(cfg), "train": train_key(tcfg)},
                    upstream={source: up.key}, inputs={"dataset": name, "root": root, "split": split})
     if upstream.is_complete(run):

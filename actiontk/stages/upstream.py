@@ -48,14 +48,19 @@ def run_splits(run: Run) -> list[int]:
 
 
 def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | None,
-             complete: Callable[[Run], bool], next_step: str, log: Callable[[str], None],
+             next_step: str, log: Callable[[str], None], complete: Callable[[Run], bool] | None = None,
              unsuitable: Callable[[Run], UserError | None] | None = None) -> tuple[Run, int]:
     """The run of ``stage`` to read and the split to use.
 
     ``run`` names one explicitly (its folder path or ``STAGE/KEY`` prefix); otherwise the newest complete
-    run matching ``dataset`` / ``split``. The split defaults to the newest the run serves. ``unsuitable``
+    run matching ``dataset`` / ``split``. The split defaults to the newest the run serves. ``complete`` is
+    the stage's own rule (:mod:`actiontk.stages.registry`) unless the caller narrows it; ``unsuitable``
     says why a run named explicitly is of the wrong kind for the caller (None: it is not).
     """
+    if complete is None:
+        from actiontk.stages.registry import get
+
+        complete = get(stage).is_complete
     candidates = list_runs(cache_root, stage)
     if run is not None:
         chosen = _by_name(cache_root, stage, run, candidates)

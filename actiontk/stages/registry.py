@@ -1,0 +1,111 @@
+"""The stages of actiontk, one :class:`Stage` record each, registered here and nowhere else.
+
+A stage is what makes one kind of run directory in the cache (``<cache>/<stage>/<key>``). Its record says
+what the rest of the toolkit needs to know without reading the stage's code: its name and schema version, the
+config dataclass that holds its options (the preset table of the same name), the stages it reads, whether it
+serves videos or images, how a run of it is complete, and the function that runs it. ``status``, ``run``,
+``evaluate``, the config checker and the upstream-run finder loop over :data:`STAGES` instead of keeping lists
+of their own.
+
+Importing this module is cheap: the stage modules (which import torch) are imported only when a record's
+schema, config class or entry point is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from actiontk.errors import UserError
+
+if TYPE_CHECKING:
+    from actiontk.cache.runs import Run
+
+EXTRACT, TRAIN_3D, CUBES, TRAIN_LSTM, TRAIN_GAP = "extract", "train-3d", "cubes", "train-lstm", "train-gap"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline (see the module docstring)."""
+
+    name: str  # the run directory's stage name, e.g. "train-3d"
+    module: str  # the module holding its SCHEMA, config class and entry point
+    config: str | None  # its config dataclass in ``module`` (None: no options of its own)
+    entry: str  # the function in ``module`` that runs it
+    upstream: tuple[str, ...]  # stages whose runs it reads
+    kind: str  # "video", "image" or "both": the datasets it serves
+    trains: bool  # trained by actiontk.train.engine: TrainConfig options in its preset table, checkpoints
+    predicts: bool  # writes test predictions that evaluate reads
+    description: str  # one line, for listings
+
+    def _module(self):
+        return importlib.import_module(self.module)
+
+    @property
+    def schema(self) -> int:
+        """The schema version this code writes (a run with an older one is stale)."""
+        return int(self._module().SCHEMA)
+
+    @property
+    def config_class(self) -> type | None:
+        return None if self.config is None else getattr(self._module(), self.config)
+
+    @property
+    def config_path(self) -> str | None:
+        """``module:Class`` of its config dataclass, for code that must not import the module."""
+        return None if self.config is None else f"{self.module}:{self.config}"
+
+    @property
+    def run_fn(self) -> Callable[..., Any]:
+        return getattr(self._module(), self.entry)
+
+    def is_complete(self, run: Run) -> bool:
+        """Whether ``run`` finished: extract when every video its splits asked for (at least one) is stored or
+        failed; every other stage when it wrote ``complete.json`` last."""
+        if self.name == EXTRACT:
+            from actiontk.stages.extract import extract_state
+
+            state = extract_state(run)
+            return state["state"] == "complete" and state["total"] > 0
+        from actiontk.stages.upstream import is_complete
+
+        return is_complete(run)
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage(EXTRACT, "actiontk.stages.extract", "ExtractConfig", "extract", (), "both", False, False,
+          "per-frame CNN feature maps of a dataset (HDF5 shards)"),
+    Stage(TRAIN_3D, "actiontk.stages.train_3d", "Train3DConfig", "train_3d", (EXTRACT, TRAIN_LSTM, TRAIN_3D),
+          "video", True, False, "the deeply supervised 3D convnet per feature level (reads the LSTM's attention "
+          "and a previous round's weights in a regularized round)"),
+    Stage(CUBES, "actiontk.stages.train_3d", None, "write_cubes", (TRAIN_3D,), "video", False, False,
+          "the 3D-conv outputs of every video of a split, written by train-3d for train-lstm"),
+    Stage(TRAIN_LSTM, "actiontk.stages.train_lstm", "TrainLSTMConfig", "train_lstm", (CUBES, EXTRACT), "video",
+          True, True, "the joint attention LSTM on cubes (or on feature maps), test predictions and attention"),
+    Stage(TRAIN_GAP, "actiontk.stages.train_gap", "TrainGAPConfig", "train_gap", (EXTRACT,), "image", True, True,
+          "the attentional pooling head on cached maps or end to end, test predictions"),
+)}
+
+ORDER: tuple[str, ...] = tuple(STAGES)  # pipeline order, as status lists runs
+PREDICTING: tuple[str, ...] = tuple(name for name, s in STAGES.items() if s.predicts)  # what evaluate reads
+
+
+def get(name: str) -> Stage:
+    """The stage called ``name``; an unknown name is an error that lists the known ones."""
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise UserError(f"unknown stage {name!r}", f"known stages: {', '.join(STAGES)}") from None
+
+
+def schemas() -> dict[str, int]:
+    """The schema version this code writes, per stage."""
+    return {name: stage.schema for name, stage in STAGES.items()}
+
+
+def is_complete(run: Run) -> bool:
+    """Whether ``run`` finished, by its own stage's rule (False for a stage this code does not know)."""
+    stage = STAGES.get(run.stage)
+    return stage is not None and stage.is_complete(run)
