@@ -26,7 +26,8 @@ def test_every_record_agrees_with_its_module():
     assert importlib.import_module("actiontk.stages.train_3d").CUBES == registry.CUBES
     for module, name in (("extract", "extract"), ("train_3d", "train-3d"), ("train_lstm", "train-lstm"),
                          ("train_gap", "train-gap")):
-        assert importlib.import_module(f"actiontk.stages.{module}").STAGE == name
+        stage_name = importlib.import_module(f"actiontk.stages.{module}").STAGE
+        assert stage_name == name
 
 
 def test_the_toolkit_reads_its_lists_from_the_registry():
@@ -45,7 +46,7 @@ def test_the_toolkit_reads_its_lists_from_the_registry():
 def test_unknown_stage_lists_the_known_ones():
     with pytest.raises(UserError, match="unknown stage 'train-4d'") as e:
         registry.get("train-4d")
-    assert "train-lstm" in e.value.args[1] if len(e.value.args) > 1 else "train-lstm" in str(e.value)
+    assert all(name in e.value.hint for name in registry.STAGES)
 
 
 def test_importing_the_registry_is_cheap():
