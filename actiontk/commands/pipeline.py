@@ -46,6 +46,7 @@ def run_run(dataset: str, *, root: Path | None, split: int | None, all_splits: b
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.config import load_preset
     from actiontk.datasets import get_dataset
+    from actiontk.report import write_run_reports
     from actiontk.stages.pipeline import VIDEO_STAGES, parse_stages, run_video
 
     if all_splits and split is not None:
@@ -64,7 +65,8 @@ def run_run(dataset: str, *, root: Path | None, split: int | None, all_splits: b
     for s in ((1, 2, 3) if all_splits else (split,)):
         console.rule(f"{name} split {s}")
         results.append(run_video(name, root, s, cache_root, stages=chosen, fusion=fusion, config=config,
-                                 overrides=overrides, log=lambda m: console.print(escape(m)), console=console))
+                                 overrides=overrides, formats=("html",), render=write_run_reports,
+                                 log=lambda m: console.print(escape(m)), console=console))
     Console().print(_stage_table(f"actiontk run {name}", results))
     for res in results:
         if res.report:
@@ -135,19 +137,20 @@ def run_demo(workdir: Path, *, profile: DemoProfile, console: Console | None = N
 def _demo_pipelines(workdir: Path, profile: DemoProfile, cache_root: Path, formats, log, console) -> list:
     from actiontk.datasets.toy import ToyConfig, generate_toy
     from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
-    from actiontk.stages.pipeline import timed, run_images, run_video
+    from actiontk.report import write_run_reports
+    from actiontk.stages.pipeline import run_images, run_video, timed
 
     console.rule("toy videos (UCF101 layout) → extract → train-3d → train-lstm (late fusion) → evaluate")
     generated: list = []  # the generation rows, put first in each pipeline's table
     timed(generated, "generate", lambda: generate_toy(workdir / "toy", ToyConfig(**profile.toy)),
            lambda _: "toy videos (UCF101 layout)", lambda _: workdir / "toy")
     video = run_video("toy", workdir / "toy", 1, cache_root, fusion="late", overrides=profile.overrides,
-                      formats=formats, log=log, console=console)
+                      formats=formats, render=write_run_reports, log=log, console=console)
     console.rule("toy MPII images → extract (ResNet-101) → train-gap (gap + pose) → evaluate")
     timed(generated, "generate", lambda: generate_toy_mpii(workdir / "toy-mpii", ToyMPIIConfig(**profile.toy_mpii)),
            lambda _: "toy MPII (images, .mat, lists)", lambda _: workdir / "toy-mpii")
     image = run_images("toy-mpii", workdir / "toy-mpii", cache_root, overrides=profile.image_overrides,
-                       formats=formats, log=log, console=console)
+                       formats=formats, render=write_run_reports, log=log, console=console)
     video.stages.insert(0, generated[0])
     image.stages.insert(0, generated[1])
     return [video, image]

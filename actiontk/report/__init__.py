@@ -18,7 +18,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,3 +328,46 @@ def write_markdown(data: ReportData, out: Path) -> Path:
     path = out / "report.md"
     atomic_write_text(path, text)
     return path
+
+
+# -- a run's own reports, rendered again only when what they show changed -------------------------------------
+
+REPORT_SIGNATURE = ".signature"  # in a report folder: what the reports there were rendered from
+
+
+def report_signature(ev: Evaluation, formats: Sequence[str]) -> str:
+    """What a run's reports depend on: its metrics (less the evaluation time), the runs they came from, the
+    requested formats, and the code that renders them (actiontk's version and the templates' text)."""
+    from actiontk import __version__
+
+    digest = hashlib.sha256()
+    for path in sorted(TEMPLATES.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    metrics = {k: v for k, v in ev.metrics.items() if k != "evaluated"}
+    payload = {"metrics": metrics, "formats": sorted(formats), "actiontk": __version__,
+               "templates": digest.hexdigest(), "provenance": [p.get("key") for p in ev.provenance]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest() + "\n"
+
+
+def write_run_reports(ev: Evaluation, formats: Sequence[str], *,
+                      log: Callable[[str], None] = print) -> tuple[Path | None, bool]:
+    """The ``html`` / ``md`` reports of ``formats`` in the run's ``report/`` folder, unless the ones there were
+    rendered from the same inputs (:func:`report_signature`): (the first report, whether it was rendered now)."""
+    from actiontk.cache.runs import atomic_write_text
+
+    out = ev.run.path / "report"
+    wanted = [out / name for fmt, name in (("html", "report.html"), ("md", "report.md")) if fmt in formats]
+    signature = report_signature(ev, formats)
+    stamp = out / REPORT_SIGNATURE
+    if all(p.is_file() for p in wanted) and stamp.is_file() and stamp.read_text() == signature:
+        log(f"the report of {ev.run.short} is up to date: {wanted[0]}")
+        return wanted[0], False
+    report = None
+    data = build(ev, log=log)
+    if "html" in formats:
+        report = write_html(data, out)
+    if "md" in formats:
+        path = write_markdown(data, out)
+        report = report or path
+    atomic_write_text(stamp, signature)
+    return report, True

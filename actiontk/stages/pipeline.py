@@ -46,6 +46,11 @@ class RunConfig:
             raise UserError(f"--attention-rounds must be an integer >= 0, got {self.attention_rounds!r}")
 IMAGE_STAGES = ("extract", "train-gap", "evaluate")
 
+# Writes an evaluated run's reports in the given formats: (the first report's path, whether it was rendered now).
+# The command layer passes :func:`actiontk.report.write_run_reports`; the stages do not import the report package,
+# which is built on them.
+Renderer = Callable[..., "tuple[Path | None, bool]"]
+
 
 @dataclass
 class StageResult:
@@ -94,62 +99,29 @@ def timed(results: list[StageResult], stage: str, fn: Callable[[], Any], note: C
     return value
 
 
-def _evaluate(results: list[StageResult], run, formats: Sequence[str], log) -> tuple[dict, dict | None, Path | None]:
+def _evaluate(results: list[StageResult], run, formats: Sequence[str], render: Renderer | None,
+              log) -> tuple[dict, dict | None, Path | None]:
     from actiontk.stages.evaluate import evaluate_run
 
     start = time.perf_counter()
-    run_path = run.path
     ev = evaluate_run(run, log=log)
     report, note = None, "metrics.json + report"
     if formats:
-        from actiontk.report import build, write_html, write_markdown
-
-        out = run_path / "report"
-        wanted = [out / name for fmt, name in (("html", "report.html"), ("md", "report.md")) if fmt in formats]
-        signature = _report_signature(ev, formats)
-        stamp = out / REPORT_SIGNATURE
-        if all(p.is_file() for p in wanted) and stamp.is_file() and stamp.read_text() == signature:
-            report, note = wanted[0], "metrics.json; report unchanged"
-            log(f"the report of {run.short} is up to date: {report}")
-        else:
-            data = build(ev, log=log)
-            if "html" in formats:
-                report = write_html(data, out)
-            if "md" in formats:
-                path = write_markdown(data, out)
-                report = report or path
-            from actiontk.cache.runs import atomic_write_text
-
-            atomic_write_text(stamp, signature)
+        if render is None:
+            raise ValueError(f"reports {', '.join(formats)} asked for without a renderer to write them")
+        report, rendered = render(ev, formats, log=log)
+        if not rendered:
+            note = "metrics.json; report unchanged"
     results.append(StageResult("evaluate", time.perf_counter() - start, report, note))
     return ev.metrics["summary"], ev.metrics.get("over_splits"), report
 
 
-REPORT_SIGNATURE = ".signature"  # in a report folder: what the reports there were rendered from
-
-
-def _report_signature(ev, formats: Sequence[str]) -> str:
-    """What a run's reports depend on: its metrics (less the evaluation time), the runs they came from, the
-    requested formats, and the code that renders them (actiontk's version and the templates' text)."""
-    import hashlib
-    import json
-
-    from actiontk import __version__
-
-    templates = Path(__file__).resolve().parents[1] / "report" / "templates"
-    digest = hashlib.sha256()
-    for path in sorted(templates.iterdir()):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    metrics = {k: v for k, v in ev.metrics.items() if k != "evaluated"}
-    payload = {"metrics": metrics, "formats": sorted(formats), "actiontk": __version__,
-               "templates": digest.hexdigest(), "provenance": [p.get("key") for p in ev.provenance]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest() + "\n"
-
-
 def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, stages: Sequence[str] = VIDEO_STAGES,
               fusion: str | None = None, config: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-              formats: Sequence[str] = ("html",), log: Callable[[str], None] = print, console=None) -> PipelineResult:
-    """The video pipeline on one split; ``overrides`` maps a stage name to its option overrides."""
+              formats: Sequence[str] = (), render: Renderer | None = None, log: Callable[[str], None] = print,
+              console=None) -> PipelineResult:
+    """The video pipeline on one split; ``overrides`` maps a stage name to its option overrides, ``render``
+    writes the reports in ``formats`` (none: metrics.json only)."""
     from actiontk.config import load_preset, resolve
     from actiontk.stages.extract import ExtractConfig, extract
     from actiontk.stages.train_3d import Train3DConfig, train_3d
@@ -205,14 +177,15 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
             lstm, _ = upstream.pick_run(cache_root, "train-lstm", dataset=name, split=split, run=None,
                                         complete=upstream.is_complete, next_step=f"actiontk run {name} --split {split}",
                                         log=log)
-        out.summary, out.over_splits, out.report = _evaluate(out.stages, lstm, formats, log)
+        out.summary, out.over_splits, out.report = _evaluate(out.stages, lstm, formats, render, log)
     return out
 
 
 def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[str] = IMAGE_STAGES,
                config: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
-               formats: Sequence[str] = ("html",), log: Callable[[str], None] = print, console=None) -> PipelineResult:
-    """The still-image pipeline (cached mode): extract → train-gap → evaluate."""
+               formats: Sequence[str] = (), render: Renderer | None = None, log: Callable[[str], None] = print,
+               console=None) -> PipelineResult:
+    """The still-image pipeline (cached mode): extract → train-gap → evaluate; ``render`` as for :func:`run_video`."""
     from actiontk.config import load_preset, resolve
     from actiontk.stages.extract import ExtractConfig, extract
     from actiontk.stages.train_gap import TrainGAPConfig, train_gap
@@ -237,5 +210,5 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
                                        console=console),
                      lambda r: f"head {cfg.head}{' + pose' if cfg.pose else ''}", lambda r: r.path)
     if "evaluate" in stages and gap is not None:
-        out.summary, out.over_splits, out.report = _evaluate(out.stages, gap, formats, log)
+        out.summary, out.over_splits, out.report = _evaluate(out.stages, gap, formats, render, log)
     return out
