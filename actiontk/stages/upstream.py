@@ -47,12 +47,13 @@ def run_splits(run: Run) -> list[int]:
         return []
 
 
-def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | None,
+def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | Run | None,
              next_step: str, log: Callable[[str], None], complete: Callable[[Run], bool] | None = None,
              unsuitable: Callable[[Run], UserError | None] | None = None) -> tuple[Run, int]:
     """The run of ``stage`` to read and the split to use.
 
-    ``run`` names one explicitly (its folder path or ``STAGE/KEY`` prefix); otherwise the newest complete
+    ``run`` is one already chosen (a :class:`Run`, e.g. by the command that resolved the preset from it, so a
+    run is looked up once), or names one (its folder path or ``STAGE/KEY`` prefix); otherwise the newest complete
     run matching ``dataset`` / ``split``. The split defaults to the newest the run serves. ``complete`` is
     the stage's own rule (:mod:`actiontk.stages.registry`) unless the caller narrows it; ``unsuitable``
     says why a run named explicitly is of the wrong kind for the caller (None: it is not).
@@ -61,13 +62,15 @@ def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | 
         from actiontk.stages.registry import get
 
         complete = get(stage).is_complete
-    candidates = list_runs(cache_root, stage)
-    if run is not None:
+    if isinstance(run, Run):
+        if run.stage != stage:
+            raise UserError(f"{run.short} is a {run.stage} run, not a {stage} run", f"name a {stage} run")
+        chosen = run
+    elif run is not None:
+        candidates = list_runs(cache_root, stage)
         chosen = _by_name(cache_root, stage, run, candidates)
-        if unsuitable is not None and (error := unsuitable(chosen)) is not None:
-            raise error
     else:
-        fitting = [r for r in candidates
+        fitting = [r for r in list_runs(cache_root, stage)
                    if (dataset is None or run_dataset(r) == dataset.lower())
                    and (split is None or split in run_splits(r))]
         matching = [r for r in fitting if complete(r)]
@@ -78,6 +81,8 @@ def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | 
                                 "is not complete (`actiontk status` says why)", f"run `{next_step}` to finish it")
             raise UserError(f"no complete {stage} run for {what} in {cache_root}", f"run `{next_step}` first")
         chosen = matching[0]
+    if run is not None and unsuitable is not None and (error := unsuitable(chosen)) is not None:
+        raise error
     splits = run_splits(chosen)
     use_split = split if split is not None else (splits[-1] if splits else 1)
     if split is not None and splits and split not in splits:
