@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from actiontk.cache import runs
 from actiontk.cache.runs import Run, lock_writer, release_writer, verify_checksum
 from actiontk.cli import _out_of_resources
 from actiontk.errors import UserError
 from actiontk.stages.upstream import mark_complete
-from actiontk.train import engine
 from actiontk.train.engine import BEST, CHECKPOINT, METRICS, read_jsonl
 from tests.test_train_engine import REPO, make_cfg, make_trainer, toy_step
 
@@ -180,7 +180,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_one(two_epochs: Pa
             return Full(path, mode)
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "open", full_open, raising=False)
+    monkeypatch.setattr(runs, "open", full_open, raising=False)  # the module that writes every file atomically
     with pytest.raises(OSError) as info:
         make_trainer(two_epochs, make_cfg()).fit(resume=True)
     message = _out_of_resources(info.value)

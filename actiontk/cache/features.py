@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from actiontk.cache.runs import RUN_FILE, atomic_write_json
+from actiontk.cache.runs import RUN_FILE, atomic_write_json, fsync_dir
 from actiontk.errors import UserError
 
 FORMAT = "actiontk-features"
@@ -53,19 +53,6 @@ def fingerprint(path: Path) -> list[int]:
     """What identifies a raw input without reading it: size and modification time (ns)."""
     st = path.stat()
     return [st.st_size, st.st_mtime_ns]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- index ----------------------------------------------------------------------------------------------
@@ -351,7 +338,7 @@ def repair(run_dir: Path, log=None) -> list[str]:
             log(f"removed the damaged shard {name} ({reason}): its videos are computed again")
     _forget_damage(run_dir, removed + cleared + [n for n in recorded if not (shard_dir(run_dir) / n).exists()])
     if removed:
-        _fsync_dir(shard_dir(run_dir))
+        fsync_dir(shard_dir(run_dir))
     return removed
 
 
@@ -426,7 +413,7 @@ class _Shard:
         with open(self.tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
 
     def discard(self) -> None:
         self.neutralize()  # nothing of it is kept: closing must not try (and fail) to write it again

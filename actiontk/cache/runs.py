@@ -18,10 +18,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from actiontk import __version__
 from actiontk.errors import UserError
@@ -63,14 +63,58 @@ def resolve_cache_root(cache: str | Path | None) -> Path:
     return root
 
 
+# -- writing a file atomically: the one way every module writes a finished file ----------------------------
+
+
+def temp_path(path: Path) -> Path:
+    """The name ``path`` is written under before it is complete: hidden, in the same folder (so that
+    ``os.replace`` is a rename on one filesystem), and per process (two writers never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in the folder ``path`` durable; best effort (some filesystems cannot open a folder)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], *,
+                 before_replace: Callable[[], object] | None = None) -> None:
+    """Write a file through ``write(f)`` (``f`` open for binary writing) under :func:`temp_path`, fsync it, then
+    ``os.replace`` it onto ``path``: a reader, or a resume after a kill, sees the old file or the new one, never a
+    torn one. ``before_replace`` runs between the fsync and the rename (a checksum sidecar that must list the new
+    digest before the new file appears). On any failure the temporary file is removed and the error raised."""
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes | memoryview, *,
+                       before_replace: Callable[[], object] | None = None) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data), before_replace=before_replace)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """:func:`atomic_write` of ``text`` in UTF-8, lines ending in ``\\n`` as given."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

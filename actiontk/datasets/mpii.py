@@ -472,17 +472,16 @@ def _disk_cache_path(digest: str) -> Path:
 
 
 def _save_flat(flat: _Flat, target: Path, digest: str) -> None:
+    from actiontk.cache.runs import atomic_write
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(
-            f, sha256=np.array(digest), names=np.array(flat.names, dtype=str), act_id=flat.act_id,
-            act_name=np.array(flat.act_name, dtype=str), cat_name=np.array(flat.cat_name, dtype=str),
-            img_train=flat.img_train, person_image=flat.person_image, joints=flat.joints, scale=flat.scale,
-            objpos=flat.objpos, head_box=flat.head_box, single=flat.single,
-            anomalies=np.array(json.dumps(flat.anomalies)),
-        )
-    os.replace(tmp, target)
+    atomic_write(target, lambda f: np.savez_compressed(
+        f, sha256=np.array(digest), names=np.array(flat.names, dtype=str), act_id=flat.act_id,
+        act_name=np.array(flat.act_name, dtype=str), cat_name=np.array(flat.cat_name, dtype=str),
+        img_train=flat.img_train, person_image=flat.person_image, joints=flat.joints, scale=flat.scale,
+        objpos=flat.objpos, head_box=flat.head_box, single=flat.single,
+        anomalies=np.array(json.dumps(flat.anomalies)),
+    ))
 
 
 def _load_flat(source: Path, digest: str) -> _Flat | None:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actiontk.cache.runs import atomic_write_text
 from actiontk.errors import UserError
 from actiontk.video.writer import write_video
 
@@ -463,9 +464,7 @@ def _info(config: ToyConfig) -> dict:
 
 
 def _write_text(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".incomplete")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8", newline="\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _write_lists(out_dir: Path, config: ToyConfig) -> None:
@@ -585,7 +584,5 @@ def generate_toy(
     info = _info(config)
     info["bytes"] = sum(sizes.values())
     # the marker goes last and atomically: its presence means the dataset is complete
-    tmp = out_dir / (MARKER + ".incomplete")
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(out_dir / MARKER)
+    atomic_write_text(out_dir / MARKER, json.dumps(info, indent=2, sort_keys=True) + "\n")
     return {**info, "root": str(out_dir), "reused": False}

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actiontk.cache.runs import atomic_write_bytes
 from actiontk.datasets.mpii import IMAGE_DIR, MAT_NAME, NUM_JOINTS, TRAIN_LIST, VAL_LIST
 from actiontk.errors import UserError
 
@@ -619,13 +620,7 @@ def _write_mat(path: Path, release: dict) -> None:
     data = bytearray(buf.getvalue())
     # bytes 0..115 of a v5 MAT file are free text, which scipy fills with the current time
     data[:116] = f"MATLAB 5.0 MAT-file, written by actiontk {FORMAT} v{FORMAT_VERSION}".encode().ljust(116)
-    _atomic_bytes(path, bytes(data))
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".incomplete")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    atomic_write_bytes(path, bytes(data))
 
 
 def _info(config: ToyMPIIConfig, plan: list[_Entry]) -> dict:
@@ -703,14 +698,14 @@ def generate_toy_mpii(
         people.append(persons)
         buf = io.BytesIO()
         Image.fromarray(pixels).save(buf, format="JPEG", quality=JPEG_QUALITY)
-        _atomic_bytes(images / entry.name, buf.getvalue())
+        atomic_write_bytes(images / entry.name, buf.getvalue())
         if progress:
             progress(done, total)
     _write_mat(out_dir / MAT_NAME, _release(plan, people, config.seed))
     for subset, fname in (("train", TRAIN_LIST), ("val", VAL_LIST)):
         stems = sorted(e.name[:-4] for e in plan if e.subset == subset)
-        _atomic_bytes(out_dir / fname, "".join(s + "\n" for s in stems).encode())
+        atomic_write_bytes(out_dir / fname, "".join(s + "\n" for s in stems).encode())
     info = _info(config, plan)
     # the marker goes last and atomically: its presence means the dataset is complete
-    _atomic_bytes(out_dir / MARKER, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(out_dir / MARKER, (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     return {**info, "root": str(out_dir), "reused": False}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,12 +275,6 @@ def _out_dir(out: Path) -> Path:
     return out
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -308,20 +301,20 @@ def write_html(data: ReportData, out: Path) -> Path:
 
 def write_markdown(data: ReportData, out: Path) -> Path:
     """``out/report.md`` with its figures beside it: confusion.png, curves.png, attention-NN.png."""
-    from actiontk.cache.runs import atomic_write_text
+    from actiontk.cache.runs import atomic_write_bytes, atomic_write_text
     from actiontk.report import figures
 
     out = _out_dir(out)
     m = data.ev.metrics
-    _write_bytes(out / "confusion.png", figures.confusion_png(np.asarray(m["confusion"]), m["classes"]))
+    atomic_write_bytes(out / "confusion.png", figures.confusion_png(np.asarray(m["confusion"]), m["classes"]))
     curves = None
     if data.curves:
         curves = "curves.png"
-        _write_bytes(out / curves, data.curves)
+        atomic_write_bytes(out / curves, data.curves)
     attention = []
     for n, it in enumerate(data.attention, 1):
         name = f"attention-{n:02d}.png"
-        _write_bytes(out / name, media.png_bytes(media.strip(t.rgb for t in it.tiles)))
+        atomic_write_bytes(out / name, media.png_bytes(media.strip(t.rgb for t in it.tiles)))
         attention.append({"item": it, "file": name, "captions": [t.caption for t in it.tiles]})
     text = _environment(markdown=True).get_template("report.md.j2").render(
         **data.context, attention=attention, curves_file=curves, confusion_file="confusion.png")

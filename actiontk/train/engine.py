@@ -45,8 +45,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from actiontk.cache.runs import (  # noqa: F401 (read_jsonl, verify_checksum: part of this API)
     accepted_digests,
+    atomic_write_bytes,
     atomic_write_text,
     checksum_path,
+    fsync_dir,
     lock_writer,
     read_jsonl,
     verify_checksum,
@@ -200,22 +202,9 @@ def batch_size_of(batch: Any) -> int:
     return 0
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, ``os.replace``: a reader (or a resume
-    after a kill) sees the old file or the new one, never a torn one.
+    """``torch.save`` through :func:`actiontk.cache.runs.atomic_write` (a temporary file in the same folder,
+    fsync, ``os.replace``): a reader (or a resume after a kill) sees the old file or the new one, never a torn one.
 
     The file's sha256 goes to ``PATH.sha256``, itself replaced atomically, in three steps so that a kill at
     any instant leaves a pair that verifies: the sidecar first lists the old digest and the new one, then
@@ -227,25 +216,19 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     torch.save(obj, buffer)  # to memory: torch's own file writer turns a full disk into an unclear RuntimeError
     data = buffer.getbuffer()
     digest = hashlib.sha256(data).hexdigest()
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def list_both() -> None:
         before = (accepted_digests(path) or [])[-1:] if path.is_file() else []
         atomic_write_text(checksum_path(path), "\n".join([*before, digest]) + "\n")
-        os.replace(tmp, path)
+
+    try:
+        atomic_write_bytes(path, data, before_replace=list_both)
         atomic_write_text(checksum_path(path), digest + "\n")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         if e.filename is None:  # say which file could not be written (a full disk names none)
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
