@@ -185,7 +185,3 @@ def resolve(cls: type[T], preset: dict[str, Any], overrides: dict[str, Any], *, 
         return cls(**values)
     except TypeError as e:
         raise UserError(f"{source}: {e}") from None
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -19,6 +19,7 @@ import torchvision
 from actiontk.errors import UserError
 from actiontk.models.backbones import (
     BACKBONES,
+    backbone_identity,
     build_backbone,
     known_layers,
     layer_map_size,
@@ -188,14 +189,14 @@ def test_model_is_frozen_and_stays_in_eval(resnet):
 def test_vgg_map_size_is_exact(vgg, size):
     out = vgg(torch.randn(1, 3, size, size))
     for layer in VGG_LAYERS:
-        assert tuple(out[layer].shape[-2:]) == vgg.map_size(layer, size), (layer, size)
+        assert tuple(out[layer].shape[-2:]) == layer_map_size(vgg.name, layer, size), (layer, size)
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 32, 47, 64, 97])
 def test_resnet_map_size_is_exact(resnet, size):
     out = resnet(torch.randn(1, 3, size, size))
     for layer in RES_LAYERS:
-        assert tuple(out[layer].shape[-2:]) == resnet.map_size(layer, size), (layer, size)
+        assert tuple(out[layer].shape[-2:]) == layer_map_size(resnet.name, layer, size), (layer, size)
 
 
 # -- the smaller ResNets: same taps and arithmetic as resnet101, their own channels ------------------------
@@ -441,7 +442,7 @@ def test_weights_id_is_the_file_hash(vgg_ref, vgg_file, tmp_path):
     b = build_backbone("vgg16", ["conv4_3"], other)
     assert a.weights_id == "file:" + hashlib.sha256(vgg_file.read_bytes()).hexdigest()
     assert a.weights_id != b.weights_id
-    assert a.identity(64) != b.identity(64)
+    assert backbone_identity("vgg16", ["conv4_3"], vgg_file, 64) != backbone_identity("vgg16", ["conv4_3"], other, 64)
 
 
 def test_mismatching_file_names_the_problem(vgg_ref, vgg_file, tmp_path):
@@ -559,18 +560,19 @@ def test_preprocess_non_square_uint8(vgg):
     assert r.shape == (1, 3, 64, 64) and r[0, 0, 0, 0] < r[0, 0, 0, -1]
 
 
-def test_preprocess_fields_and_identity(vgg, resnet):
+def test_preprocess_fields_and_identity(vgg_file, resnet):
     t = resnet.preprocess(112)
     assert list(t.resize_size) == [112] and list(t.crop_size) == [112]
     assert list(t.mean) == [0.485, 0.456, 0.406] and list(t.std) == [0.229, 0.224, 0.225]
-    ident = resnet.identity(112)
+    ident = backbone_identity("resnet101", RES_LAYERS, "none", 112, seed=0)
     json.dumps(ident)  # JSON-able
     assert ident["backbone"] == "resnet101" and ident["layers"] == RES_LAYERS
-    assert ident["weights_id"] == "random(seed=0,bn=calibrated)"
+    assert ident["weights_id"] == "random(seed=0,bn=calibrated)" == resnet.weights_id  # the built model's, unbuilt
     assert ident["preprocess"]["interpolation"] == "bilinear" and ident["preprocess"]["antialias"] is True
     assert ident["torchvision"] == ".".join(torchvision.__version__.split(".")[:2])
-    assert resnet.identity(112) == ident and resnet.identity(113) != ident
-    assert vgg.identity(112) != ident
+    assert backbone_identity("resnet101", RES_LAYERS, "none", 112, seed=0) == ident
+    assert backbone_identity("resnet101", RES_LAYERS, "none", 113, seed=0) != ident
+    assert backbone_identity("vgg16", VGG_LAYERS, vgg_file, 112) != ident
     with pytest.raises(UserError, match="--size must be a positive"):
         resnet.preprocess(0)
 
@@ -590,7 +592,7 @@ def test_channels_last_and_bf16_autocast(which, request, x64):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = bb(x64.contiguous(memory_format=torch.channels_last))
     for layer in bb.layers:
-        h, w = bb.map_size(layer, 64)
+        h, w = layer_map_size(bb.name, layer, 64)
         assert out[layer].shape == (2, bb.channels[layer], h, w)
         assert out[layer].dtype == torch.bfloat16
         assert torch.isfinite(out[layer]).all(), layer

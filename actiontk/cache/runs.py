@@ -129,6 +129,7 @@ def checksum_path(path: Path) -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, read in 1 MiB blocks (checkpoints are hundreds of MB)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):

@@ -35,7 +35,6 @@ stale parse is never read; an unwritable cache root only means parsing every tim
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections import Counter
@@ -44,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from actiontk.cache.runs import atomic_write, default_cache_root, file_sha256
 from actiontk.datasets.base import (
     IMAGE_EXTENSIONS,
     Dataset,
@@ -466,14 +466,10 @@ _MEMO: dict[tuple[str, int, int], MPIIAnnotations] = {}
 
 
 def _disk_cache_path(digest: str) -> Path:
-    from actiontk.cache.runs import default_cache_root
-
     return default_cache_root() / "datasets" / f"mpii-{digest[:16]}-v{FORMAT}.npz"
 
 
 def _save_flat(flat: _Flat, target: Path, digest: str) -> None:
-    from actiontk.cache.runs import atomic_write
-
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, lambda f: np.savez_compressed(
         f, sha256=np.array(digest), names=np.array(flat.names, dtype=str), act_id=flat.act_id,
@@ -497,14 +493,6 @@ def _load_flat(source: Path, digest: str) -> _Flat | None:
             )
     except (OSError, ValueError, KeyError):
         return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_mat(root: str | Path, mat: str | Path | None = None) -> Path:
@@ -545,7 +533,7 @@ def load_annotations(root: str | Path, mat: str | Path | None = None, *, disk_ca
     if not disk_cache:
         flat = parse_mat(path)
     else:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         target = _disk_cache_path(digest)
         flat = _load_flat(target, digest) if target.is_file() else None
         if flat is None:

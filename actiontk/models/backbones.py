@@ -23,7 +23,6 @@ stay cheap.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -36,6 +35,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor
 
+from actiontk.cache.runs import file_sha256
 from actiontk.errors import UserError
 
 # The statistics every ImageNet-trained torchvision classifier was trained with; used as well for random
@@ -250,15 +250,6 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        # 1 MiB blocks: checkpoints are hundreds of MB and need not sit in memory twice.
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _imagenet_state_dict(spec: BackboneSpec, progress: bool) -> dict[str, Tensor]:
     """The ImageNet state dict through torchvision's hub cache; no network problem escapes as a traceback."""
     weights = spec.weights
@@ -299,7 +290,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], str]:
     """Load a local checkpoint as a state dict, and its ``file:<sha256>`` id."""
     _check_weights_path(path)
     try:
-        digest = _sha256(path)
+        digest = file_sha256(path)
         # weights_only: a checkpoint from the internet must not be able to execute code when unpickled.
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -396,14 +387,6 @@ class FeatureBackbone(torch.nn.Module):
         """The weights' eval transform at ``size`` (see :func:`make_preprocess`)."""
         return make_preprocess(self.name, size, imagenet=self._imagenet, square=square)
 
-    def map_size(self, layer: str, size: int) -> tuple[int, int]:
-        """Spatial size ``(h, w)`` of ``layer`` for a ``size`` x ``size`` input, as the forward gives it."""
-        return layer_map_size(self.name, layer, size)
-
-    def identity(self, size: int) -> dict[str, Any]:
-        """Everything that changes the stored features, as JSON-able data (for cache keys and metadata)."""
-        return _identity(self.spec, self.layers, self.weights_id, size, self._imagenet)  # shorter-side resize
-
 
 def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = False) -> torch.nn.Module:
     """The weights' eval transform at ``size``: resize the shorter side, center-crop, ImageNet-normalize.
@@ -482,7 +465,7 @@ def weights_identity(name: str, weights: str | os.PathLike[str], *, seed: int = 
         return _random_id(seed, spec.batchnorm)
     path = Path(os.fspath(weights)).expanduser()
     _check_weights_path(path)
-    return "file:" + _sha256(path)
+    return "file:" + file_sha256(path)
 
 
 def _random_id(seed: int, calibrated: bool) -> str:
@@ -515,8 +498,9 @@ def _calibrate_batchnorm(model: torch.nn.Module) -> bool:
 
 def backbone_identity(name: str, layers: Sequence[str], weights: str | os.PathLike[str], size: int, *,
                       seed: int = 0, square: bool = False) -> dict[str, Any]:
-    """:meth:`FeatureBackbone.identity` computed without a model: what a cache key needs, so that a cache hit
-    never needs the weights (which may not be downloadable here). ``square``: see :func:`make_preprocess`."""
+    """Everything that changes the stored features, as JSON-able data, computed without a model: what a cache key
+    needs, so that a cache hit never needs the weights (which may not be downloadable here). ``square``: see
+    :func:`make_preprocess`."""
     spec = _spec(name)
     chosen = _check_layers(spec, layers)
     imagenet = isinstance(weights, str) and weights == "imagenet"

@@ -238,8 +238,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         fit_standardization(trainer.model, train_set, device=trainer.device, batch_size=tcfg.batch_size)
     history = trainer.fit(resume=resume)
     if trainer.is_main:
-        net = model.module if hasattr(model, "module") else model
-        summary = write_predictions(net, cfg, classes, test_set, run, device=trainer.device,
+        summary = write_predictions(model, cfg, classes, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
         upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
     return run

@@ -135,8 +135,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
                       run_dir=run.path, step=_step(cfg, levels), console=console)
     history = trainer.fit(resume=resume)
     if trainer.is_main:
-        net = model.module if hasattr(model, "module") else model
-        summary = write_predictions(net, cfg, levels, classes, train_set, test_set, run, device=trainer.device,
+        summary = write_predictions(model, cfg, levels, classes, train_set, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
         upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
     return run
