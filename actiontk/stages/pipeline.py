@@ -141,7 +141,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
                         lambda: extract(name, root, split, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
-        features = str(result.run.path)
+        features = result.run  # each stage gets the Run the previous one made, not a path to look up again
     lstm_over = {**overrides.get("train-lstm", {}), **({"fusion": fusion} if fusion else {})}
     lstm_cfg, lstm_tcfg = _configs(name, "train-lstm", TrainLSTMConfig, config, lstm_over)
 
@@ -159,7 +159,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
         attention = previous = None
         for r in range(run_cfg.attention_rounds + 1):
             if r > 0:  # the LSTM of the previous round's cubes provides the attention
-                attention = str(lstm_on(cubes, f"train-lstm (attention for round {r})").path)
+                attention = lstm_on(cubes, f"train-lstm (attention for round {r})")
             label = "train-3d" if r == 0 else f"train-3d (round {r}, attention-regularized)"
             init = previous if (r > 0 and run_cfg.warm_start) else None
             three_d, cubes_run = timed(out.stages, label,
@@ -167,7 +167,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
                                            cfg, tcfg, cache_root, dataset=name, split=split, features=features,
                                            attention_from=att, init_from=init, log=log, console=console),
                                        lambda r_: f"cubes {r_[1].short}", lambda r_: r_[0].path)
-            previous, cubes = str(three_d.path), str(cubes_run.path)
+            previous, cubes = three_d, cubes_run
     if "train-lstm" in stages:
         lstm = lstm_on(cubes, "train-lstm")
     if "evaluate" in stages:
@@ -175,7 +175,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
             from actiontk.stages import upstream
 
             lstm, _ = upstream.pick_run(cache_root, "train-lstm", dataset=name, split=split, run=None,
-                                        complete=upstream.is_complete, next_step=f"actiontk run {name} --split {split}",
+                                        next_step=f"actiontk run {name} --split {split}",
                                         log=log)
         out.summary, out.over_splits, out.report = _evaluate(out.stages, lstm, formats, render, log)
     return out
@@ -202,7 +202,7 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
                         lambda: extract(name, root, 1, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
-        features = str(result.run.path)
+        features = result.run
     if "train-gap" in stages:
         cfg, tcfg = _configs(name, "train-gap", TrainGAPConfig, config, overrides.get("train-gap", {}))
         gap = timed(out.stages, "train-gap",

@@ -103,7 +103,8 @@ def extract_complete(run: Run) -> bool:
 
 
 def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
-             features: str | None = None, attention_from: str | None = None, init_from: str | None = None,
+             features: str | Run | None = None, attention_from: str | Run | None = None,
+             init_from: str | Run | None = None,
              resume: bool = True, log: Callable[[str], None] = print, console=None) -> tuple[Run, Run]:
     """Train (or resume) and write the cubes; returns (train-3d run, cubes run).
 

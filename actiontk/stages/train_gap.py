@@ -153,7 +153,7 @@ def _not_images(run: Run) -> UserError | None:
 
 
 def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | None = None, root: Path | None = None,
-              features: str | None = None, resume: bool = True, log: Callable[[str], None] = print,
+              features: str | Run | None = None, resume: bool = True, log: Callable[[str], None] = print,
               console=None) -> Run:
     from actiontk.models.backbones import channels, layer_map_size
     from actiontk.models.gap import GAPConfig, GAPHead, GAPNet, fit_standardization

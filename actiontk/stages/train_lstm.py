@@ -87,7 +87,7 @@ class TrainLSTMConfig:
 
 
 def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
-               cubes: str | None = None, features: str | None = None, resume: bool = True,
+               cubes: str | Run | None = None, features: str | Run | None = None, resume: bool = True,
                log: Callable[[str], None] = print, console=None) -> Run:
     """Train (or resume) and write the predictions. ``features`` (an extract run) instead of ``cubes`` feeds the
     per-frame maps straight to the LSTM (the paper's "no temporal convnet" ablation)."""
