@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from actiontk import __version__
+from actiontk.options import Expose, config_options, expose
 
 app = typer.Typer(
     name="actiontk",
@@ -120,27 +121,27 @@ Cache = Annotated[Path | None, typer.Option(
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML preset to use instead of stages/DATASET.toml.")]
 
 
+EXTRACT = "actiontk.stages.extract:ExtractConfig"
+TRAIN = "actiontk.train.engine:TrainConfig"
+TRAIN_3D = "actiontk.stages.train_3d:Train3DConfig"
+TRAIN_LSTM = "actiontk.stages.train_lstm:TrainLSTMConfig"
+TRAIN_GAP = "actiontk.stages.train_gap:TrainGAPConfig"
+RUN = "actiontk.stages.pipeline:RunConfig"
+
+# The options of the config dataclasses each command offers (name, type and help come from the field; None =
+# take the preset's value). TRAINING: those of TrainConfig every training command offers.
+TRAINING = expose(TRAIN, "epochs", "batch_size", "lr", "device", "num_workers", "seed")
+Overrides = dict  # the parameter that receives the exposed options (field -> value); they are listed in its place
+
+
 @app.command()
+@config_options(expose(EXTRACT, "backbone", "layers", "size", "resize", "frame_stride", "grid", "weights", "precision",
+                       "device", "batch_size", "workers", "backend", "timeout", "videos_per_shard"))
 def extract(
     dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder, images, mpii or toy-mpii.")],
     root: Annotated[Path, typer.Option("--root", help="The dataset's folder.")],
     split: Split = 1,
-    backbone: Annotated[str | None, typer.Option(help="vgg16, resnet101, resnet50 or resnet18.")] = None,
-    layers: Annotated[list[str] | None, typer.Option(help="Layer to store (repeat or comma-separate).")] = None,
-    size: Annotated[int | None, typer.Option(help="Frames are resized and center-cropped to SIZE x SIZE.")] = None,
-    resize: Annotated[str | None, typer.Option(
-        "--resize", help="shorter (shorter side to SIZE, centre crop) or square (whole frame to SIZE x SIZE, the "
-                         "joint-attention paper's Sec. 4.2).")] = None,
-    frame_stride: Annotated[int | None, typer.Option(help="Keep every S-th frame.")] = None,
-    grid: Annotated[int | None, typer.Option(help="Average-pool stored maps to G x G.")] = None,
-    weights: Annotated[str | None, typer.Option(help="imagenet, none, or PATH to a state dict.")] = None,
-    precision: Annotated[str | None, typer.Option(help="auto, fp32, bf16 or fp16.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Frames per forward pass.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Primary decoder: pyav or decord (the other: fallback).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds allowed to decode one video.")] = None,
-    videos_per_shard: Annotated[int | None, typer.Option(help="Videos per HDF5 shard.")] = None,
+    overrides: Overrides = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first video that cannot be decoded.")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try videos that failed before again.")] = False,
     cache: Cache = None,
@@ -150,33 +151,18 @@ def extract(
     from actiontk.commands.extract import run_extract
 
     run_extract(dataset, root, split, cache=cache, config=config, strict=strict, retry_failed=retry_failed,
-                overrides=dict(backbone=backbone, layers=layers, size=size, resize=resize, frame_stride=frame_stride,
-                               grid=grid,
-                               weights=weights, precision=precision, device=device, batch_size=batch_size,
-                               workers=workers, backend=backend, timeout=timeout, videos_per_shard=videos_per_shard))
+                overrides=overrides)
 
 
-# options shared by the training stages (None = take the preset's value)
+# options shared by the training stages that are not config fields
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Use runs of this dataset (default: newest).")]
 SplitOpt = Annotated[int | None, typer.Option(
     "--split", help="Split (default: the highest split the upstream run serves).")]
-Epochs = Annotated[int | None, typer.Option(help="Training epochs.")]
-BatchSize = Annotated[int | None, typer.Option(
-    "--batch-size", help="Training samples per batch (clips, or images for train-gap).")]
-LR = Annotated[float | None, typer.Option("--lr", help="Learning rate.")]
-ClipLen = Annotated[int | None, typer.Option("--clip-len", help="L1: frames per clip.")]
-ClipStride = Annotated[int | None, typer.Option("--clip-stride", help="A clip starts every S frames.")]
-AttLambda = Annotated[float | None, typer.Option("--att-lambda", help="λ of the attention regularization (0: off; "
-                                                                      "train-lstm's is our addition).")]
-Device = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Workers = Annotated[int | None, typer.Option("--num-workers", help="DataLoader worker processes.")]
-Seed = Annotated[int | None, typer.Option(help="Random seed.")]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue the run's last checkpoint.")]
-Levels = Annotated[str | None, typer.Option(
-    "--levels", help="Comma-separated feature levels to use, e.g. pool4 (default: all of the upstream run).")]
 
 
 @app.command("train-3d")
+@config_options(expose(TRAIN_3D, "levels", "temporal_kernel", "clip_len", "clip_stride", "att_lambda"), TRAINING)
 def train_3d(
     dataset: DatasetOpt = None,
     split: SplitOpt = None,
@@ -185,19 +171,7 @@ def train_3d(
     init_from: Annotated[str | None, typer.Option(
         help="train-3d run whose final weights this one starts from (the regularized round of the alternation "
              "continues the previous round).")] = None,
-    levels: Levels = None,
-    temporal_kernel: Annotated[int | None, typer.Option(
-        "--temporal-kernel", help="3: the 3D convnet; 1: 3x3 2D convs per frame (the paper's 2D-convnet "
-                                  "ablation).")] = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    clip_len: ClipLen = None,
-    clip_stride: ClipStride = None,
-    att_lambda: AttLambda = None,
-    device: Device = None,
-    num_workers: Workers = None,
-    seed: Seed = None,
+    overrides: Overrides = None,
     resume: Resume = True,
     cache: Cache = None,
     config: ConfigFile = None,
@@ -206,34 +180,19 @@ def train_3d(
     from actiontk.commands.train import run_train_3d
 
     run_train_3d(dataset, split, features=features, attention_from=attention_from, init_from=init_from,
-                 resume=resume, cache=cache,
-                 config=config, overrides=dict(epochs=epochs, batch_size=batch_size, lr=lr, clip_len=clip_len,
-                                               clip_stride=clip_stride, att_lambda=att_lambda, device=device,
-                                               num_workers=num_workers, seed=seed, levels=levels,
-                                               temporal_kernel=temporal_kernel))
+                 resume=resume, cache=cache, config=config, overrides=overrides)
 
 
 @app.command("train-lstm")
+@config_options(expose(TRAIN_LSTM, "fusion", "levels", "hidden", "layers", "clip_len", "clip_stride", "last",
+                       "att_lambda"), TRAINING)
 def train_lstm(
-    fusion: Annotated[str | None, typer.Option(help="early or late fusion.")] = None,
     dataset: DatasetOpt = None,
     split: SplitOpt = None,
     cubes: Annotated[str | None, typer.Option(help="Cubes run to read (default: newest complete).")] = None,
     features: Annotated[str | None, typer.Option(
         help="Read an extract run's maps instead of cubes (the paper's no-temporal-convnet ablation).")] = None,
-    levels: Levels = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    hidden: Annotated[int | None, typer.Option(help="LSTM units per layer.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Stacked LSTM layers.")] = None,
-    clip_len: ClipLen = None,
-    clip_stride: ClipStride = None,
-    last: Annotated[int | None, typer.Option(help="L2: the last steps whose votes make a clip's label.")] = None,
-    att_lambda: AttLambda = None,
-    device: Device = None,
-    num_workers: Workers = None,
-    seed: Seed = None,
+    overrides: Overrides = None,
     resume: Resume = True,
     cache: Cache = None,
     config: ConfigFile = None,
@@ -242,43 +201,18 @@ def train_lstm(
     from actiontk.commands.train import run_train_lstm
 
     run_train_lstm(dataset, split, cubes=cubes, features=features, resume=resume, cache=cache, config=config,
-                   overrides=dict(fusion=fusion, levels=levels, epochs=epochs, batch_size=batch_size, lr=lr,
-                                  hidden=hidden,
-                                  layers=layers, clip_len=clip_len, clip_stride=clip_stride, last=last,
-                                  att_lambda=att_lambda, device=device, num_workers=num_workers, seed=seed))
+                   overrides=overrides)
 
 
 @app.command("train-gap")
+@config_options(expose(TRAIN_GAP, "head", "depth", "pose", "pose_weight", "pose_attention", "form", "standardize",
+                       "dropout", "width", Expose(TRAIN_GAP, "finetune", "--finetune/--cached"), "backbone",
+                       "weights", "resize", "crop"), TRAINING)
 def train_gap(
-    head: Annotated[str | None, typer.Option(help="mean (baseline), attn (rank-1) or gap.")] = None,
-    depth: Annotated[int | None, typer.Option(help="T: bottom-up layers of the gap head (default 3).")] = None,
-    pose: Annotated[bool | None, typer.Option("--pose/--no-pose", help="Pose-heatmap regression branch.")] = None,
-    pose_weight: Annotated[float | None, typer.Option("--pose-weight", help="Pose loss weight (paper: 1e-6).")] = None,
-    pose_attention: Annotated[bool | None, typer.Option(
-        "--pose-attention/--no-pose-attention",
-        help="Feed the pose features into the bottom-up map (the rank-1 reference code's variant; the paper: "
-             "off, pose is a loss term only).")] = None,
-    form: Annotated[str | None, typer.Option(
-        help="activations (Sec. IV, default) or weights (Eqs. 4-5 as printed: rank-1 with b = ReLU(Vc)).")] = None,
-    standardize: Annotated[bool | None, typer.Option(
-        "--standardize/--no-standardize", help="Per-channel input standardization before the head (ours).")] = None,
-    dropout: Annotated[float | None, typer.Option(help="Drop rate before the top-down conv.")] = None,
-    width: Annotated[int | None, typer.Option(help="r1: width of the first bottom-up layer.")] = None,
-    finetune: Annotated[bool | None, typer.Option("--finetune/--cached", help="End to end from the images, or on "
-                                                                              "cached maps.")] = None,
     dataset: DatasetOpt = None,
     root: Annotated[Path | None, typer.Option("--root", help="--finetune: the dataset's folder.")] = None,
     features: Annotated[str | None, typer.Option(help="Extract run to read (default: newest image run).")] = None,
-    backbone: Annotated[str | None, typer.Option(help="--finetune: resnet101, resnet50 or resnet18.")] = None,
-    weights: Annotated[str | None, typer.Option(help="--finetune: imagenet, none or PATH.")] = None,
-    resize: Annotated[int | None, typer.Option(help="--finetune: shorter side before cropping.")] = None,
-    crop: Annotated[int | None, typer.Option(help="--finetune: square crop size.")] = None,
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: LR = None,
-    device: Device = None,
-    num_workers: Workers = None,
-    seed: Seed = None,
+    overrides: Overrides = None,
     resume: Resume = True,
     cache: Cache = None,
     config: ConfigFile = None,
@@ -287,11 +221,7 @@ def train_gap(
     from actiontk.commands.train import run_train_gap
 
     run_train_gap(dataset, root=root, features=features, resume=resume, cache=cache, config=config,
-                  overrides=dict(head=head, depth=depth, pose=pose, pose_weight=pose_weight, dropout=dropout,
-                                 pose_attention=pose_attention, form=form, standardize=standardize,
-                                 width=width, finetune=finetune, backbone=backbone, weights=weights, resize=resize,
-                                 crop=crop, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                                 num_workers=num_workers, seed=seed))
+                  overrides=overrides)
 
 
 @app.command()
@@ -311,6 +241,7 @@ def evaluate(
 
 
 @app.command("run")
+@config_options(expose(RUN, "attention_rounds"))
 def run_pipeline(
     dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy or folder.")],
     root: Annotated[Path | None, typer.Option("--root", help="The dataset's folder (needed by extract).")] = None,
@@ -319,9 +250,7 @@ def run_pipeline(
     fusion: Annotated[str | None, typer.Option(help="early or late fusion (default: the preset's).")] = None,
     stages: Annotated[str | None, typer.Option(help="Comma-separated subset of extract,train-3d,train-lstm,"
                                                     "evaluate (default: all).")] = None,
-    attention_rounds: Annotated[int | None, typer.Option(
-        "--attention-rounds", help="Rounds of train-lstm → train-3d regularized by its attention (default: the "
-                                   "preset's, 1; 0 = the unregularized 3D convnet).")] = None,
+    overrides: Overrides = None,
     cache: Cache = None,
     config: ConfigFile = None,
 ) -> None:
@@ -330,7 +259,7 @@ def run_pipeline(
     from actiontk.commands.pipeline import run_run
 
     run_run(dataset, root=root, split=split, all_splits=all_splits, fusion=fusion, stages=stages, cache=cache,
-            config=config, overrides={"run": {"attention_rounds": attention_rounds}})
+            config=config, overrides={"run": overrides})
 
 
 @app.command()

@@ -87,7 +87,8 @@ class TrainConfig:
     epochs: int = 10
     """Number of passes over the training set."""
     batch_size: int = 16
-    """Samples per optimizer step on each process (under torchrun the global batch is this times the world)."""
+    """Samples (clips; images for train-gap) per optimizer step on each process (under torchrun the global batch
+    is this times the number of processes)."""
     lr: float = 1e-3
     """Peak learning rate (reached after the warmup)."""
     optimizer: str = "adam"
