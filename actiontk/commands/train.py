@@ -9,21 +9,31 @@ from rich.console import Console
 from rich.markup import escape
 
 
-def _dataset_for_preset(cache_root: Path, dataset: str | None, stage_before: str, *, run: str | None,
-                        split: int | None, complete, default: str = "toy") -> str:
-    """The dataset whose preset applies: the one asked for, else that of the upstream run the stage will read
-    (the one named, else the newest complete one -- the same choice the stage makes)."""
+def _upstream_for_preset(cache_root: Path, dataset: str | None, stage_before: str, *, run, split: int | None,
+                         complete, default: str = "toy"):
+    """(the dataset whose preset applies, the upstream run to hand the stage).
+
+    With ``--dataset`` that dataset's preset, and the stage finds its run. Without it, the upstream run the stage
+    will read (the one named, else the newest complete one) is looked up here, once: its dataset names the
+    preset and the Run itself is handed down. When there is none, the stage says so with the command to run."""
     from actiontk.errors import UserError
     from actiontk.stages.upstream import pick_run, run_dataset
 
     if dataset:
-        return dataset.lower()
+        return dataset.lower(), run
     try:
         chosen, _ = pick_run(cache_root, stage_before, dataset=None, split=split, run=run,
                              complete=complete, next_step="", log=lambda m: None)
     except UserError:  # no usable upstream run: the stage itself says so, with the command to run first
-        return default
-    return run_dataset(chosen) or default
+        return default, run
+    return run_dataset(chosen) or default, chosen
+
+
+def _dataset_for_preset(cache_root: Path, dataset: str | None, stage_before: str, *, run: str | None,
+                        split: int | None, complete, default: str = "toy") -> str:
+    """The dataset whose preset applies (see :func:`_upstream_for_preset`)."""
+    return _upstream_for_preset(cache_root, dataset, stage_before, run=run, split=split, complete=complete,
+                                default=default)[0]
 
 
 def run_train_3d(dataset: str | None, split: int | None, *, features: str | None, attention_from: str | None,
@@ -35,11 +45,12 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = _dataset_for_preset(root, dataset, "extract", run=features, split=split, complete=extract_complete)
+    preset, features = _upstream_for_preset(root, dataset, "extract", run=features, split=split,
+                                            complete=extract_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-3d", Train3DConfig, config, overrides)
     run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
-                          attention_from=attention_from, init_from=init_from, resume=resume, log=lambda m: console.print(escape(m)),
-                          console=console)
+                          attention_from=attention_from, init_from=init_from, resume=resume,
+                          log=lambda m: console.print(escape(m)), console=console)
     print(f"train-3d run: {run.path}\ncubes: {cubes.path}\nnext: actiontk train-lstm --fusion late")
 
 
@@ -55,9 +66,10 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     if features is not None:
         from actiontk.stages.train_3d import extract_complete
 
-        preset = _dataset_for_preset(root, dataset, "extract", run=features, split=split, complete=extract_complete)
+        preset, features = _upstream_for_preset(root, dataset, "extract", run=features, split=split,
+                                                complete=extract_complete)
     else:
-        preset = _dataset_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
+        preset, cubes = _upstream_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
     cfg, tcfg = resolve_stage_configs(preset, "train-lstm", TrainLSTMConfig, config, overrides)
     run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, features=features, resume=resume,
                      log=lambda m: console.print(escape(m)), console=console)
@@ -72,8 +84,8 @@ def run_train_gap(dataset: str | None, *, root: Path | None, features: str | Non
 
     root_cache = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset = _dataset_for_preset(root_cache, dataset, "extract", run=features, split=None,
-                                 complete=_is_image_extract, default="mpii")
+    preset, features = _upstream_for_preset(root_cache, dataset, "extract", run=features, split=None,
+                                            complete=_is_image_extract, default="mpii")
     cfg, tcfg = resolve_stage_configs(preset, "train-gap", TrainGAPConfig, config, overrides)
     run = train_gap(cfg, tcfg, root_cache, dataset=dataset, root=root, features=features, resume=resume,
                     log=lambda m: console.print(escape(m)), console=console)
