@@ -26,7 +26,7 @@ from actiontk.errors import UserError
 from actiontk.train.engine import (
     BEST,
     CHECKPOINT,
-    METRICS,
+    METRICS_LOG as METRICS,
     TrainConfig,
     Trainer,
     read_jsonl,

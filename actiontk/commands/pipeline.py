@@ -13,13 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from actiontk.errors import UserError
+from actiontk.stages.evaluate import SUMMARY_LABELS
 
-SUMMARY_KEYS = {  # metric → label, for the summary tables (keys of evaluate's summary)
-    "top1_vote": "top-1 (clip voting)",
-    "top1_mean_score": "top-1 (mean score, ours)",
-    "top1": "top-1",
-    "mAP": "mAP",
-}
+# metric → label for the summary tables: evaluate's headline figures and their labels, the top-1s and mAP
+SUMMARY_KEYS = {k: SUMMARY_LABELS[k] for k in ("top1_vote", "top1_mean_score", "top1", "mAP")}
 
 
 def _fmt_metrics(summary: dict[str, Any]) -> str:

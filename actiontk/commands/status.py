@@ -34,7 +34,7 @@ from actiontk.stages import registry
 REMOVABLE = ("partial", "stale")
 STAGE_ORDER = registry.ORDER
 # what the training engine writes (actiontk.train.engine, which imports torch: status stays light)
-CHECKPOINT, BEST, METRICS = "checkpoint.pt", "best.pt", "metrics.jsonl"
+CHECKPOINT, BEST, METRICS_LOG = "checkpoint.pt", "best.pt", "metrics.jsonl"
 STYLES = {"complete": "green", "partial": "yellow", "running": "cyan", "stale": "red", "unknown": "magenta"}
 
 
@@ -268,7 +268,7 @@ def _describe_training(run: Run, st: RunStatus) -> None:
         return
     done = 0
     if (run.path / CHECKPOINT).is_file():  # epochs past the checkpoint are dropped when the run resumes
-        done = max((int(r.get("epoch", 0)) for r in read_jsonl(run.path / METRICS) if r.get("split") == "train"),
+        done = max((int(r.get("epoch", 0)) for r in read_jsonl(run.path / METRICS_LOG) if r.get("split") == "train"),
                    default=0)
     st.progress = f"epoch {done}/{epochs}"
     st.why = ["training not finished" if not epochs or done < epochs else

@@ -22,7 +22,13 @@ import numpy as np
 from actiontk.cache import features as store
 from actiontk.errors import UserError
 
-IMAGE_DATASETS = ("mpii", "toy-mpii", "images")
+def _image_datasets() -> tuple[str, ...]:
+    from actiontk.datasets import DATASETS
+
+    return tuple(name for name, cls in DATASETS.items() if getattr(cls, "kind", "video") == "image")
+
+
+IMAGE_DATASETS = _image_datasets()  # the still-image datasets, by their own ``kind`` (mpii, toy-mpii, images)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,6 @@ from actiontk.config import load_preset, resolve
 from actiontk.datasets import get_dataset
 from actiontk.errors import UserError
 
-# TrainConfig fields that do not change what a run learns: left out of run keys, so that resuming on
-# another device or with more loader workers continues the same run.
-NON_KEY_TRAIN_FIELDS = ("num_workers", "device", "log_every")
 
 
 def resolve_stage_configs(dataset: str, section: str, model_cls: type, config_file: Path | None,
@@ -40,7 +37,10 @@ def resolve_stage_configs(dataset: str, section: str, model_cls: type, config_fi
 
 
 def train_key(train_cfg) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(train_cfg).items() if k not in NON_KEY_TRAIN_FIELDS}
+    """The TrainConfig fields that change what a run learns (its run key's training part)."""
+    from actiontk.train.engine import TRAINING_FIELDS
+
+    return {k: v for k, v in dataclasses.asdict(train_cfg).items() if k in TRAINING_FIELDS}
 
 
 def split_videos(dataset: str, root: str, split: int, reader: FeatureReader,

@@ -34,7 +34,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +59,13 @@ from actiontk.runtime import dist_info, resolve_device, resolve_precision
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-METRICS = "metrics.jsonl"
+METRICS_LOG = "metrics.jsonl"  # one JSON line per epoch and split (evaluate's metrics.json is another file)
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "steps", "rng", "config", "history")
 
-# Config fields whose change makes a checkpoint's continuation a different run: resuming with another value
-# would silently mix two trainings. Workers, device and logging only change speed and output.
-TRAINING_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule", "step_size",
-                   "gamma", "warmup_epochs", "grad_clip", "seed", "precision")
+# TrainConfig fields that change only speed and output (workers, device, logging): left out of run keys, so that
+# resuming on another device or with more loader workers continues the same run. Every other field is a training
+# field: resuming with another value would silently mix two trainings (TRAINING_FIELDS, after TrainConfig).
+NON_KEY_TRAIN_FIELDS = ("num_workers", "device", "log_every")
 
 # Distinct streams derived from the one seed.
 _RUN_STREAM, _WORKER_STREAM, _LOADER_STREAM = 1, 2, 3
@@ -159,6 +159,9 @@ class TrainConfig:
         if self.schedule == "step":
             return self.gamma ** ((epoch - w) // self.step_size)
         return 1.0
+
+
+TRAINING_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in NON_KEY_TRAIN_FIELDS)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -406,10 +409,10 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------------
 
     def _paths(self) -> tuple[Path, Path, Path]:
-        return self.run_dir / CHECKPOINT, self.run_dir / BEST, self.run_dir / METRICS
+        return self.run_dir / CHECKPOINT, self.run_dir / BEST, self.run_dir / METRICS_LOG
 
     def _remove_stale_temps(self) -> None:
-        for name in (CHECKPOINT, BEST, METRICS):
+        for name in (CHECKPOINT, BEST, METRICS_LOG):
             for tmp in self.run_dir.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
 
@@ -574,7 +577,7 @@ class Trainer:
                             "cache; otherwise lower --lr")
         self.history.append(record)
         if self.is_main:
-            metrics = self.run_dir / METRICS
+            metrics = self.run_dir / METRICS_LOG
             append_jsonl(metrics, {"epoch": self.epoch, "split": "train", "lr": lr, "steps": self.steps, **train})
             if val is not None:
                 append_jsonl(metrics, {"epoch": self.epoch, "split": "val", "lr": lr, **val})
