@@ -20,7 +20,8 @@ from actiontk.cache.runs import Run, lock_writer, release_writer, verify_checksu
 from actiontk.cli import _out_of_resources
 from actiontk.errors import UserError
 from actiontk.stages.upstream import mark_complete
-from actiontk.train.engine import BEST, CHECKPOINT, METRICS, read_jsonl
+from actiontk.train.engine import BEST, CHECKPOINT, read_jsonl
+from actiontk.train.engine import METRICS_LOG as METRICS
 from tests.test_train_engine import REPO, make_cfg, make_trainer, toy_step
 
 SUM = CHECKPOINT + ".sha256"
