@@ -103,6 +103,11 @@ def test_rerun_is_a_noop_and_the_alternation_runs(trained: Path, capsys):
     warm = [json.loads((p / "run.json").read_text()) for p in (trained / "train-3d").iterdir() if p.is_dir()]
     first_key = json.loads((first / "run.json").read_text())["key"]
     assert sum(1 for w in warm if w["upstream"].get("init") == first_key) == 1
+    # run again: found complete before any model is built or weights are read
+    assert cli_run(["train-3d", "--cache", str(trained), *FAST_3D, "--attention-from", str(lstm),
+                    "--init-from", str(first)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "already complete" in err and "starting from the weights" not in err
     # weights of another width do not fit: one line, exit 2
     assert cli_run(["train-3d", "--cache", str(trained), *FAST_3D, "--init-from", str(first), "--seed", "3",
                     "--temporal-kernel", "1"]) == 2

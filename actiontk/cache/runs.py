@@ -179,12 +179,29 @@ class Run:
         return f"{self.stage}/{self.path.name}"
 
 
+def _payload(stage: str, schema: int, config: dict[str, Any], upstream: dict[str, str] | None,
+             inputs: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    payload = {"stage": stage, "schema": schema, "config": config, "upstream": upstream or {},
+               "inputs": inputs or {}}
+    return payload, content_key(payload)
+
+
+def find_run(root: Path, stage: str, schema: int, config: dict[str, Any], upstream: dict[str, str] | None = None,
+             inputs: dict[str, Any] | None = None) -> Run | None:
+    """The run :func:`open_run` would return for this config if it exists already, else None (nothing is made)."""
+    _, key = _payload(stage, schema, config, upstream, inputs)
+    run_file = root / stage / key[:16] / RUN_FILE
+    try:
+        info = json.loads(run_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return Run(run_file.parent, info) if info.get("key") == key else None
+
+
 def open_run(root: Path, stage: str, schema: int, config: dict[str, Any], upstream: dict[str, str] | None = None,
              inputs: dict[str, Any] | None = None) -> Run:
     """The run of ``stage`` for this config: the existing directory when the key matches, else a new one."""
-    payload = {"stage": stage, "schema": schema, "config": config, "upstream": upstream or {},
-               "inputs": inputs or {}}
-    key = content_key(payload)
+    payload, key = _payload(stage, schema, config, upstream, inputs)
     path = root / stage / key[:16]
     run_file = path / RUN_FILE
     _hold(path)  # before run.json is read or written: `status --gc` removes a run only under the exclusive lock

@@ -27,6 +27,7 @@ from typing import Any
 from actiontk.errors import UserError
 
 VIDEO_STAGES = ("extract", "train-3d", "train-lstm", "evaluate")
+IMAGE_STAGES = ("extract", "train-gap", "evaluate")
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunConfig:
         if isinstance(self.attention_rounds, bool) or not isinstance(self.attention_rounds, int) \
                 or self.attention_rounds < 0:
             raise UserError(f"--attention-rounds must be an integer >= 0, got {self.attention_rounds!r}")
-IMAGE_STAGES = ("extract", "train-gap", "evaluate")
+
 
 # Writes an evaluated run's reports in the given formats: (the first report's path, whether it was rendered now).
 # The command layer passes :func:`actiontk.report.write_run_reports`; the stages do not import the report package,
@@ -145,9 +146,9 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
     lstm_over = {**overrides.get("train-lstm", {}), **({"fusion": fusion} if fusion else {})}
     lstm_cfg, lstm_tcfg = _configs(name, "train-lstm", TrainLSTMConfig, config, lstm_over)
 
-    def lstm_on(cubes_path: str, label: str):
+    def lstm_on(cubes_run, label: str):
         return timed(out.stages, label,
-                     lambda: train_lstm(lstm_cfg, lstm_tcfg, cache_root, dataset=name, split=split, cubes=cubes_path,
+                     lambda: train_lstm(lstm_cfg, lstm_tcfg, cache_root, dataset=name, split=split, cubes=cubes_run,
                                         log=log, console=console),
                      lambda r: f"{lstm_cfg.fusion} fusion", lambda r: r.path)
 

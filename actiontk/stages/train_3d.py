@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from actiontk.cache import features as store
-from actiontk.cache.runs import Run, open_run
+from actiontk.cache.runs import Run, find_run, open_run
 from actiontk.errors import UserError
 from actiontk.stages import registry, upstream
 from actiontk.stages.common import split_videos, train_key
@@ -69,6 +69,8 @@ class Train3DConfig:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.att_lambda < 0:
             raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
+        if self.temporal_kernel not in (1, 3):
+            raise UserError(f"--temporal-kernel must be 3 (3D convnet) or 1 (2D convnet), got {self.temporal_kernel}")
         check_common(self)
 
 
@@ -77,8 +79,6 @@ def check_common(cfg) -> None:
     if cfg.over_time not in ("sum", "mean"):
         raise UserError(f"`over_time` must be sum or mean, got {cfg.over_time!r}",
                         "it is a preset key: fix it in the stage's section of the --config file")
-    if getattr(cfg, "temporal_kernel", 3) not in (1, 3):
-        raise UserError(f"--temporal-kernel must be 3 (3D convnet) or 1 (2D convnet), got {cfg.temporal_kernel}")
     if cfg.levels is not None:
         if isinstance(cfg.levels, str):
             cfg.levels = [v.strip() for v in cfg.levels.split(",") if v.strip()]
@@ -137,21 +137,24 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     if init_from is not None:
         init_run, _ = upstream.pick_run(cache_root, STAGE, dataset=name, split=split, run=init_from,
                                         next_step="actiontk train-3d", log=log)
+    key_cfg = {"model": dataclasses.asdict(cfg), "train": train_key(tcfg), "layers": layers}
+    up_keys = {registry.EXTRACT: up.key, **({"attention": att_run.key} if att_run else {}),
+               **({"init": init_run.key} if init_run else {})}
+    run_args = dict(upstream=up_keys, inputs={"dataset": name, "root": root, "split": split})
+    done = find_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)  # looked up without making a run
+    if done is not None and upstream.is_complete(done) and not store.damaged_shards(cubes_run_of(cache_root,
+                                                                                                  done).path):
+        run = open_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)  # held, as every run a stage reads
+        log(f"{run.short} is already complete (same config and inputs): nothing to do")
+        return run, cubes_run_of(cache_root, run)
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
     model = MultiLevel3D({layer: Conv3DConfig(in_channels=shapes[layer][0], channels=cfg.channels, hidden=cfg.hidden,
                                               num_classes=len(classes), dropout=cfg.dropout,
                                               temporal_kernel=cfg.temporal_kernel) for layer in layers})
-    if init_run is not None:  # before the run exists: weights that do not fit leave no empty run behind
+    if init_run is not None:  # before the run is made: weights that do not fit leave no empty run behind
         load_weights(model, init_run, log)  # (a resumed run then restores its own checkpoint over them)
-    key_cfg = {"model": dataclasses.asdict(cfg), "train": train_key(tcfg), "layers": layers}
-    up_keys = {registry.EXTRACT: up.key, **({"attention": att_run.key} if att_run else {}),
-               **({"init": init_run.key} if init_run else {})}
-    run = open_run(cache_root, STAGE, SCHEMA, key_cfg, upstream=up_keys,
-                   inputs={"dataset": name, "root": root, "split": split})
-    if upstream.is_complete(run) and not store.damaged_shards(cubes_run_of(cache_root, run).path):
-        log(f"{run.short} is already complete (same config and inputs): nothing to do")
-        return run, cubes_run_of(cache_root, run)
+    run = open_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)
     extra = {"attention": att_reader} if att_reader is not None else None
     train_set = ClipDataset(reader, train_videos, layers, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride,
                             extra=extra, temporal_center=cfg.temporal_center)
