@@ -163,7 +163,9 @@ def work_pipeline(spec: dict) -> dict:
 
     ends: list[tuple[float, int]] = []
     cpu_first: list[float] = []
-    compute = stage._Batcher.compute
+    from actiontk.stages.extract_batch import Batcher
+
+    compute = Batcher.compute
 
     def timed(self, parts):
         out = compute(self, parts)
@@ -172,7 +174,7 @@ def work_pipeline(spec: dict) -> dict:
             cpu_first.append(own_cpu_seconds())
         return out
 
-    stage._Batcher.compute = timed
+    Batcher.compute = timed
     cfg = stage.ExtractConfig(backbone=BACKBONE, layers=list(LAYERS), size=spec["size"], weights="none",
                               batch_size=spec["batch_size"], workers=spec["workers"], device=spec["device"])
     with tempfile.TemporaryDirectory(dir=spec.get("tmp")) as cache, Clock() as clock:

@@ -16,7 +16,9 @@ from actiontk.cli import run as cli_run
 from actiontk.datasets import get_dataset
 from actiontk.errors import UserError
 from actiontk.models import backbones
-from actiontk.stages.extract import ExtractConfig, _load_image, estimate_bytes, extract, key_config
+from actiontk.cache.space import estimate_bytes
+from actiontk.stages.extract import ExtractConfig, extract, key_config
+from actiontk.stages.extract_feed import load_image
 from actiontk.video import DecodeError, PyAVReader, SafeDecoder, write_video
 from actiontk.video.matrix import make_frame
 from actiontk.video.readers import announced_frames, estimated_frames
@@ -72,7 +74,7 @@ def claim_frames(path: Path, count: int) -> None:
 def test_implausible_frame_count_is_ignored_by_the_disk_estimate(folder: Path, tmp_path: Path, monkeypatch):
     import shutil
 
-    import actiontk.stages.extract as stage
+    import actiontk.cache.space as space
 
     liar = folder / "run" / "liar.mp4"
     write_video(liar, frames(3), codec="libx264")
@@ -87,7 +89,7 @@ def test_implausible_frame_count_is_ignored_by_the_disk_estimate(folder: Path, t
     assert estimate_bytes(samples, shapes, 1, False) < 10 * len(samples) * FRAMES * 512 * 4 * 2
 
     # 100 MB free: plenty for 36 frames of features, nowhere near 2e9 frames' worth.
-    monkeypatch.setattr(stage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 9 * 10**8, 10**8))
+    monkeypatch.setattr(space.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 9 * 10**8, 10**8))
     result = extract("folder", folder, 1, ExtractConfig(**CFG), tmp_path / "cache", log=lambda m: None)
     assert result.extracted == 3 and result.failed == {}
     assert FeatureReader(result.run.path).num_frames("run/liar.mp4") == FRAMES  # decoded and judged on its own
@@ -229,7 +231,7 @@ def test_exif_orientation_applied_when_loading(tmp_path: Path, orientation: int)
     want = UPRIGHT[orientation](stored_pixels(path))
     assert np.array_equal(np.asarray(load_rgb(path)), want)
     assert image_size(path) == want.shape[:2]
-    assert np.array_equal(_load_image(path)[0], want)
+    assert np.array_equal(load_image(path)[0], want)
 
 
 def test_extract_sees_photos_upright(tmp_path: Path):

@@ -227,9 +227,9 @@ def test_unknown_dataset_and_missing_root(tmp_path: Path, capsys):
 
 
 def test_refuses_when_the_disk_is_too_small(toy: Path, tmp_path: Path, monkeypatch):
-    import actiontk.stages.extract as stage
+    import actiontk.cache.space as space
 
-    monkeypatch.setattr(stage.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(space.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(UserError) as err:
         extract("toy", toy, 1, ExtractConfig(**CFG), tmp_path, log=lambda m: None)
     assert "--frame-stride" in str(err.value) and "--grid" in str(err.value)

@@ -352,6 +352,12 @@ def release_writer(run_dir: Path) -> None:
             lock.release()
 
 
+def writer_locked(run_dir: Path) -> bool:
+    """True while some open file (this process's included) holds a writer lock (``lock.rNNN``) of the run at
+    ``run_dir``: an extraction or a training is writing it."""
+    return any(_lock_taken(p) for p in Path(run_dir).glob("lock.r*"))
+
+
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[bool]:
     """Hold the run's open lock exclusively, so that no process can open the run meanwhile; yields False

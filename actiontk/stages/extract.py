@@ -18,30 +18,25 @@ after ``--split 1`` extracts only the videos split 1 did not have. Under ``torch
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
-import queue
-import random
-import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, lock_writer, open_run
-from actiontk.datasets import Dataset, Sample, get_dataset
-from actiontk.errors import UserError, storage_problem
+from actiontk.cache.space import check_disk
+from actiontk.cache.targets import TARGETS, extract_state, record_targets  # noqa: F401 (the names read here)
+from actiontk.datasets import Dataset, get_dataset
+from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
+from actiontk.stages.extract_batch import Batcher
+from actiontk.stages.extract_feed import decoder_fallback, feed
 
 SCHEMA = 2  # 2: verified, upright frames (display-matrix rotation, EXIF orientation); decoders in the key
 STAGE = "extract"  # actiontk.stages.registry.EXTRACT (registry imports this module lazily)
-TARGETS = "targets.json"  # which videos each split asked for: what "complete" means in `actiontk status`
 
 
 @dataclass
@@ -120,253 +115,7 @@ class ExtractResult:
     seconds: float
 
 
-# -- video/image sources --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Msg:
-    kind: str  # start | chunk | end | fail | restart
-    vid: int
-    data: Any = None
-
-
-def _decode_thread(samples: list[Sample], next_index: Callable[[], int | None], out: queue.Queue,
-                   cfg: ExtractConfig, stop: threading.Event, image: bool) -> None:
-    """Decode the videos handed out by ``next_index`` and stream their frames to ``out``."""
-    from actiontk.video import SafeDecoder
-
-    fallback = decoder_fallback(cfg.backend)
-    decoder = None if image else SafeDecoder(backend=cfg.backend, fallback=fallback, timeout=cfg.timeout)
-
-    def put(msg: _Msg) -> bool:
-        """Blocking put that gives up when the main loop has stopped (so this thread can exit)."""
-        while not stop.is_set():
-            try:
-                out.put(msg, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        while not stop.is_set() and (i := next_index()) is not None:
-            if not put(_Msg("start", i)):
-                return
-            try:
-                _decode_one(samples[i].path, i, put, cfg, decoder, fallback, image)
-            except Exception as e:  # a bug: fail this video rather than lose it silently, go on with the next
-                put(_Msg("fail", i, f"internal error while decoding: {type(e).__name__}: {e}"))
-    finally:
-        if decoder is not None:
-            decoder.close()
-
-
-def _decode_one(path: Path, i: int, put: Callable[[_Msg], bool], cfg: ExtractConfig, decoder, fallback: str | None,
-                image: bool) -> None:
-    from actiontk.video import DecodeError, SafeDecoder
-
-    if image:
-        try:
-            frames = _load_image(path)
-        except (OSError, ValueError) as e:
-            put(_Msg("fail", i, f"cannot read image: {e}"))
-            return
-        put(_Msg("chunk", i, frames)) and put(_Msg("end", i, {"backend": "pil"}))
-        return
-    delivered = 0
-    try:
-        for chunk in decoder.iter_chunks(path, stride=cfg.frame_stride, chunk=16):
-            delivered += len(chunk)
-            if not put(_Msg("chunk", i, chunk)):
-                return
-        put(_Msg("end", i, {"backend": decoder.last_backend,
-                            "fallback_after": [list(f) for f in decoder.last_failures]}))
-        return
-    except DecodeError as e:
-        if not (delivered and fallback):
-            put(_Msg("fail", i, e.reason))
-            return
-        first = e
-    # the primary failed mid-stream, after frames were delivered: start the video over with the fallback alone
-    put(_Msg("restart", i))
-    try:
-        with SafeDecoder(backend=fallback, fallback=None, timeout=cfg.timeout) as second:
-            for chunk in second.iter_chunks(path, stride=cfg.frame_stride, chunk=16):
-                if not put(_Msg("chunk", i, chunk)):
-                    return
-        put(_Msg("end", i, {"backend": fallback, "fallback_after": [[cfg.backend, first.reason]]}))
-    except DecodeError as e2:
-        put(_Msg("fail", i, f"{cfg.backend}: {first.reason}; {fallback}: {e2.reason}"))
-
-
-def _load_image(path: Path) -> np.ndarray:
-    from actiontk.data.images import load_rgb
-
-    return np.asarray(load_rgb(path))[None]  # (1, H, W, 3), upright (EXIF orientation applied)
-
-
-def decoder_fallback(backend: str) -> str:
-    """The backend extract retries a video with when ``backend`` fails on it (or fails verification)."""
-    from actiontk.video.readers import other_backend
-
-    return other_backend(backend)
-
-
-# -- the main loop --------------------------------------------------------------------------------------
-
-
-class _Batcher:
-    """Runs the backbone on batches of frames drawn from several videos and routes the maps back."""
-
-    def __init__(self, model, transform, device, precision: str, grid: int | None, batch_size: int):
-        import torch
-
-        self.torch = torch
-        self.model, self.transform, self.device = model, transform, device
-        self.grid, self.batch_size = grid, batch_size
-        self.autocast = None
-        if precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            self.autocast = (device.type, dtype)
-        self.pending: list[tuple[int, np.ndarray]] = []  # (vid, frames (n, H, W, 3) uint8) in arrival order
-        self.pending_frames = 0
-        self.frames_done = 0
-
-    def add(self, vid: int, frames: np.ndarray) -> None:
-        self.pending.append((vid, frames))
-        self.pending_frames += len(frames)
-
-    def drop(self, vid: int) -> None:
-        self.pending = [(v, f) for v, f in self.pending if v != vid]
-        self.pending_frames = sum(len(f) for _, f in self.pending)
-
-    def has_pending(self, vid: int) -> bool:
-        return any(v == vid for v, _ in self.pending)
-
-    def ready(self) -> bool:
-        return self.pending_frames >= self.batch_size
-
-    def run(self, flush: bool = False) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Yield (vid, {layer: (n, C, h, w) float16}) for each full batch (and the remainder when flushing)."""
-        while self.pending_frames >= self.batch_size or (flush and self.pending_frames):
-            take, parts = self.batch_size, []
-            while take and self.pending:
-                vid, frames = self.pending[0]
-                n = min(take, len(frames))
-                parts.append((vid, frames[:n]))
-                if n == len(frames):
-                    self.pending.pop(0)
-                else:
-                    self.pending[0] = (vid, frames[n:])
-                take -= n
-                self.pending_frames -= n
-            yield from self._forward(parts)
-
-    def _forward(self, parts: list[tuple[int, np.ndarray]]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        out = self.compute(parts)
-        start = 0
-        for vid, frames in parts:
-            n = len(frames)
-            yield vid, {k: v[start:start + n] for k, v in out.items()}
-            start += n
-        self.frames_done += start
-
-    def compute(self, parts: list[tuple[int, np.ndarray]]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        groups: dict[tuple[int, int], list[np.ndarray]] = {}
-        order = []
-        for _, frames in parts:  # frames of different videos may differ in size: transform per shape
-            key = frames.shape[1:3]
-            if key not in groups:
-                groups[key] = []
-                order.append(key)
-            groups[key].append(frames)
-        batches = []
-        for key in order:
-            x = torch.from_numpy(np.concatenate(groups[key]))  # (B, H, W, 3) uint8
-            if self.device.type == "cuda":
-                x = x.pin_memory().to(self.device, non_blocking=True)
-            x = self.transform(x.permute(0, 3, 1, 2))  # (B, 3, S, S) float, normalized
-            batches.append(x)
-        x = torch.cat(batches) if len(batches) > 1 else batches[0]
-        if len(order) > 1:  # restore arrival order when shapes were grouped
-            x = _reorder(torch, x, parts, order)
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            ctx = torch.autocast(*self.autocast) if self.autocast else contextlib.nullcontext()
-            with ctx:
-                maps = self.model(x)
-            result = {}
-            for layer, m in maps.items():
-                m = m.float()
-                if self.grid is not None:
-                    m = torch.nn.functional.adaptive_avg_pool2d(m, self.grid)
-                half = m.to(torch.float16)
-                if not bool(torch.isfinite(half).all()):
-                    biggest = float(m.abs().max())
-                    raise UserError(f"{layer} features do not fit in float16 (largest magnitude {biggest:.3g}, "
-                                    "the cache's storage type): the weights give values out of range",
-                                    "check the --weights file; the shards finished so far are kept")
-                result[layer] = half.contiguous().cpu().numpy()  # (B, C, h, w)
-        return result
-
-
-def _reorder(torch, x, parts, order):
-    """Rows of ``x`` are grouped by frame shape (in ``order``); put them back in the order of ``parts``."""
-    offsets, pos = {}, 0
-    for key in order:
-        offsets[key] = pos
-        pos += sum(len(f) for _, f in parts if f.shape[1:3] == key)
-    index = []
-    for _, frames in parts:
-        key = frames.shape[1:3]
-        index.extend(range(offsets[key], offsets[key] + len(frames)))
-        offsets[key] += len(frames)
-    return x[torch.as_tensor(index)]
-
-
 # -- the stage ------------------------------------------------------------------------------------------
-
-
-def lock_is_held(run_dir: Path) -> bool:
-    """True while some process holds a rank lock of ``run_dir`` (an extraction is running)."""
-    for p in run_dir.glob("lock.r*"):
-        with open(p, "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fh, fcntl.LOCK_UN)
-            except BlockingIOError:
-                return True
-    return False
-
-
-def extract_state(run) -> dict:
-    """Counts and state of an extract run: done / failed / total over the videos its splits asked for."""
-    index = store.load_index(run.path)
-    try:
-        targets = json.loads((run.path / TARGETS).read_text())
-    except (OSError, ValueError):
-        targets = {}
-    wanted = set().union(*map(set, targets.values())) if targets else set(index.videos) | set(index.failed)
-    done = len(wanted & set(index.videos))
-    failed = len(wanted & set(index.failed))
-    incomplete = list(store.shard_dir(run.path).glob("*.incomplete")) if store.shard_dir(run.path).is_dir() else []
-    if lock_is_held(run.path):
-        state = "running"
-    elif done + failed == len(wanted) and not incomplete and not index.damaged:
-        state = "complete"
-    else:
-        state = "partial"
-        if incomplete:
-            state += f" ({len(incomplete)} unfinished shard(s): rerun the same command to resume)"
-        if index.damaged:
-            state += f" ({len(index.damaged)} damaged shard(s): rerun the same command to re-compute their videos)"
-    return {"done": done, "failed": failed, "total": len(wanted), "state": state,
-            "splits": sorted(targets, key=int) if targets else [], "damaged": index.damaged}
-
-
-
 def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[str, Any]:
     """The part of the config that changes the stored features (what the run key is computed from)."""
     from actiontk.models.backbones import backbone_identity
@@ -383,37 +132,6 @@ def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[
         "precision": precision,
         "dtype": "float16",
     }
-
-
-def estimate_bytes(samples: list[Sample], layer_shapes: dict[str, tuple[int, ...]], stride: int,
-                   image: bool) -> int | None:
-    """Rough size of the features of ``samples``: container frame counts of a sample of them, extrapolated.
-
-    Counts come from :func:`estimated_frames`, which ignores a header's count that disagrees with the
-    container's duration x rate or cannot fit in the file (a corrupt or hostile header claiming 2e9 frames
-    must not block a whole dataset; that video is decoded and judged on its own)."""
-    per_frame = sum(int(np.prod(s)) for s in layer_shapes.values()) * 2  # float16
-    if image:
-        return per_frame * len(samples)
-    from actiontk.video.readers import estimated_frames
-
-    picks = random.Random(0).sample(samples, min(16, len(samples)))
-    counts: list[int] = []
-
-    def probe() -> None:
-        for s in picks:
-            with contextlib.suppress(Exception):
-                n = estimated_frames(s.path)
-                if n:
-                    counts.append(n)
-
-    t = threading.Thread(target=probe, daemon=True)  # a hanging file must not block the estimate
-    t.start()
-    t.join(timeout=15)
-    if not counts:
-        return None
-    frames = float(np.mean(counts)) / stride * len(samples)
-    return int(frames * per_frame * 1.02)  # HDF5 metadata: ~2%
 
 
 def extract(
@@ -452,7 +170,8 @@ def extract(
     dist = _init_distributed(world, device)
     lock = lock_writer(run.path, rank, what="an extraction")  # one writer per rank
     try:
-        _record_targets(run.path, split, samples, rank)
+        if rank == 0:
+            record_targets(run.path, split, [s.rel for s in samples])
         if rank == 0:  # the resolved config of the latest invocation, beside the outputs
             atomic_write_json(run.path / "config.json", {"resolved": {**vars(cfg), "precision": precision},
                                                          "dataset": ds.name, "root": str(ds.root), "split": split})
@@ -486,7 +205,8 @@ def extract(
                 store.write_manifest(run.path)
             return ExtractResult(run, len(samples), cached, 0, {}, failed_before, 0, time.perf_counter() - t0)
 
-        _check_disk(run.path, todo, shapes, cfg, image)  # on every rank: a refusal on one alone would hang the rest
+        # on every rank: a refusal on one alone would hang the rest
+        check_disk(run.path, todo, shapes, cfg.frame_stride, image)
         log(f"extracting {len(todo)} of {len(samples)} {ds.kind}s ({cached} cached) with {cfg.backbone} "
             f"{'+'.join(cfg.layers)} at {cfg.size}px on {device} ({precision}) into {run.path}"
             + (f" — rank {rank}/{world}: {len(mine)}" if world > 1 else ""))
@@ -502,13 +222,13 @@ def extract(
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         transform = model.preprocess(cfg.size, square=cfg.resize == "square")  # the weights' own; runs on the device
-        batcher = _Batcher(model, transform, device, precision, cfg.grid, cfg.batch_size)
+        batcher = Batcher(model, transform, device, precision, cfg.grid, cfg.batch_size)
         writer = store.ShardWriter(run.path, shapes, rank=rank, videos_per_shard=cfg.videos_per_shard,
                                    chunk_frames=cfg.chunk_frames, compression=cfg.compression,
                                    attrs={"run_key": run.key})
         failed: dict[str, str] = {}
         try:
-            extracted = _pipeline(mine, cfg, batcher, writer, failed, strict, image, progress_console, log)
+            extracted = feed(mine, cfg, batcher, writer, failed, strict, image, progress_console, log)
             writer.close()
         except BaseException:
             writer.abort()
@@ -547,138 +267,6 @@ def _init_distributed(world: int, device):
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist
-
-
-def _record_targets(run_dir: Path, split: int, samples: list[Sample], rank: int) -> None:
-    if rank != 0:
-        return
-    path = run_dir / TARGETS
-    try:
-        targets = json.loads(path.read_text())
-    except (OSError, ValueError):
-        targets = {}
-    targets[str(split)] = [s.rel for s in samples]
-    atomic_write_json(path, targets)
-
-
-def _check_disk(run_dir: Path, todo: list[Sample], shapes, cfg: ExtractConfig, image: bool) -> None:
-    need = estimate_bytes(todo, shapes, cfg.frame_stride, image)
-    if need is None:
-        return
-    free = shutil.disk_usage(run_dir).free
-    if need > free * 0.98:
-        raise UserError(
-            f"the features need about {human_bytes(need)} but only {human_bytes(free)} is free on {run_dir}",
-            "shrink them with --frame-stride 2 or --grid 7, or use --cache on a bigger disk",
-        )
-
-
-def _pipeline(samples: list[Sample], cfg: ExtractConfig, batcher: _Batcher, writer: store.ShardWriter,
-              failed: dict[str, str], strict: bool, image: bool, console, log) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    out: queue.Queue = queue.Queue(maxsize=max(8, 4 * cfg.workers))
-    stop = threading.Event()
-    lock = threading.Lock()
-    counter = iter(range(len(samples)))
-
-    def next_index() -> int | None:
-        with lock:
-            return next(counter, None)
-
-    n_threads = min(cfg.workers, len(samples))
-    threads = [threading.Thread(target=_decode_thread, args=(samples, next_index, out, cfg, stop, image),
-                                daemon=True, name=f"decode-{k}") for k in range(n_threads)]
-    for t in threads:
-        t.start()
-
-    slots: dict[int, store.VideoWriter] = {}
-    ended: dict[int, dict] = {}
-    extracted = 0
-    t_start = time.perf_counter()
-
-    def finish_ready() -> None:
-        nonlocal extracted
-        for vid in [v for v in ended if not batcher.has_pending(v)]:
-            meta = ended.pop(vid)
-            slot = slots.pop(vid)
-            if slot.frames == 0:  # every chunk was empty: nothing decoded
-                slot.fail("no frames decoded", fingerprint=store.fingerprint(samples[vid].path))
-                failed[samples[vid].rel] = "no frames decoded"
-                continue
-            slot.finish(**meta)
-            extracted += 1
-            bar.advance(task)
-
-    def consume(flush: bool) -> None:
-        for vid, maps in batcher.run(flush=flush):
-            slot = slots.get(vid)
-            if slot is not None:
-                slot.append(maps)
-        elapsed = max(time.perf_counter() - t_start, 1e-9)
-        bar.update(task, fps=f"{batcher.frames_done / elapsed:.1f}")
-        finish_ready()
-
-    progress = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]} fr/s"),
-                        TimeRemainingColumn(), console=console, transient=False)
-    try:
-        with progress as bar:
-            task = bar.add_task("extract", total=len(samples), fps="-")
-            alive = len(threads)
-            while alive or batcher.pending_frames:
-                try:
-                    msg = out.get(timeout=0.2)
-                except queue.Empty:
-                    alive = sum(t.is_alive() for t in threads)
-                    if not alive and out.empty():
-                        consume(flush=True)
-                        if not batcher.pending_frames and not ended:
-                            break
-                    elif batcher.pending_frames and out.empty():
-                        consume(flush=True)  # decoders are slow: don't let the model idle on a partial batch
-                    continue
-                s = samples[msg.vid]
-                fp = store.fingerprint(s.path)
-                if msg.kind == "start":
-                    slots[msg.vid] = writer.start(s.rel, fingerprint=fp, label=s.label, class_name=s.class_name,
-                                                  frame_stride=cfg.frame_stride)
-                elif msg.kind == "chunk":
-                    batcher.add(msg.vid, msg.data)
-                    if batcher.ready():
-                        consume(flush=False)
-                elif msg.kind == "restart":
-                    batcher.drop(msg.vid)
-                    slots[msg.vid].discard()
-                    slots[msg.vid] = writer.start(s.rel, fingerprint=fp, label=s.label, class_name=s.class_name,
-                                                  frame_stride=cfg.frame_stride)
-                elif msg.kind == "end":
-                    ended[msg.vid] = msg.data
-                    finish_ready()
-                elif msg.kind == "fail":
-                    batcher.drop(msg.vid)
-                    slots.pop(msg.vid).fail(msg.data, fingerprint=fp)
-                    failed[s.rel] = msg.data
-                    bar.console.print(f"[yellow]failed[/yellow]: {_escape(s.rel)}: {_escape(msg.data)}")
-                    bar.advance(task)
-                    if strict:
-                        raise UserError(f"cannot decode {s.path}: {msg.data}",
-                                        "finished shards are kept; drop --strict to record and skip failures")
-            consume(flush=True)
-    except (OSError, RuntimeError) as e:
-        if (disk := storage_problem(e)) is not None:  # full disk, file-size limit, permission denied
-            raise UserError(disk.replace("finished work is kept", "finished shards are intact")) from None
-        raise
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=5)
-    return extracted
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def summary_line(result: ExtractResult) -> str:

@@ -187,7 +187,7 @@ def _describe(run: Run, schemas: dict[str, int]) -> RunStatus:
 
 def _describe_extract(run: Run, st: RunStatus) -> None:
     from actiontk.cache import features as store
-    from actiontk.stages.extract import extract_state
+    from actiontk.cache.targets import extract_state
 
     cfg = run.config
     bb = cfg.get("backbone", {})

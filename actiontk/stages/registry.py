@@ -65,7 +65,7 @@ class Stage:
         """Whether ``run`` finished: extract when every video its splits asked for (at least one) is stored or
         failed; every other stage when it wrote ``complete.json`` last."""
         if self.name == EXTRACT:
-            from actiontk.stages.extract import extract_state
+            from actiontk.cache.targets import extract_state
 
             state = extract_state(run)
             return state["state"] == "complete" and state["total"] > 0
