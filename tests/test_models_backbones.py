@@ -311,8 +311,9 @@ def test_validate_bad_size(size):
 
 
 def test_validate_unknown_backbone_lists_known():
-    with pytest.raises(UserError, match="unknown backbone 'vgg19'") as err:
-        validate("vgg19", ["pool5"], 224, None)
+    # vgg19 is a torchvision model (so a valid backbone since every torchvision model is one): vgg17 is not
+    with pytest.raises(UserError, match="unknown backbone 'vgg17'; close: vgg19, vgg16, vgg13") as err:
+        validate("vgg17", ["pool5"], 224, None)
     assert "vgg16" in err.value.hint and "resnet101" in err.value.hint
     assert "resnet50" in err.value.hint and "resnet18" in err.value.hint
 
@@ -333,7 +334,7 @@ def test_validate_layer_errors_list_the_layers():
 
 def test_build_checks_names_before_building():
     with pytest.raises(UserError, match="unknown backbone"):
-        build_backbone("alexnet", ["pool5"], "none")
+        build_backbone("alexnett", ["pool5"], "none")  # alexnet itself is a torchvision model
     with pytest.raises(UserError, match="unknown layer 'fc7'"):
         build_backbone("vgg16", ["fc7"], "none")
 

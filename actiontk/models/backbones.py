@@ -146,27 +146,87 @@ BACKBONES: dict[str, BackboneSpec] = {
 def _spec(name: str) -> BackboneSpec:
     spec = BACKBONES.get(name)
     if spec is None:
-        raise UserError(f"unknown backbone {name!r}", hint=f"known backbones: {', '.join(BACKBONES)}")
+        _check_name(name)
+        raise UserError(f"{name} is not one of the curated backbones", hint=f"curated: {', '.join(BACKBONES)}")
     return spec
 
 
+def _check_name(name: str) -> None:
+    """A name that is no curated spec must be a torchvision model (this imports torchvision)."""
+    from actiontk.models import zoo
+
+    if isinstance(name, str) and zoo.is_model(name):
+        return
+    close = zoo.close_matches(str(name), list(dict.fromkeys([*BACKBONES, *zoo.image_models(), *zoo.video_models()])))
+    raise UserError(f"unknown backbone {name!r}" + (f"; close: {', '.join(close)}" if close else ""),
+                    hint=f"known backbones: {', '.join(BACKBONES)} (the papers'), or any torchvision classification "
+                    "or video model by its registered name (`actiontk backbones` lists them)")
+
+
+def _split(layers: Sequence[str] | str) -> list[str]:
+    if isinstance(layers, str):
+        # A bare string would otherwise be iterated character by character.
+        return [part.strip() for part in layers.split(",")]
+    return list(layers)
+
+
+def _curated(name: str, layers: Sequence[str] | str) -> bool:
+    """Whether the request goes through a curated spec: a curated backbone with its own layer names only (the
+    cache keys of these requests are the ones actiontk always computed)."""
+    spec = BACKBONES.get(name)
+    if spec is None:
+        return False
+    requested = _split(layers)
+    if all(layer in spec.layers for layer in requested) or not requested or not all(requested):
+        return True
+    # graph node names of a curated model go the general way; anything else is the curated error below
+    from actiontk.models import zoo
+
+    nodes = set(zoo.graph_nodes(name))
+    return not all(layer in spec.layers or layer.removesuffix(zoo.CLS) in nodes for layer in requested)
+
+
+def _levels(name: str, layers: Sequence[str] | str) -> list:
+    """The general path's levels (zoo.Level), duplicates refused, in graph order."""
+    from actiontk.models import zoo
+
+    _check_name(name)
+    requested = _split(layers)
+    if not requested or any(not layer for layer in requested):
+        raise UserError(f"no layer given for {name} (or an empty layer name)",
+                        hint=f"e.g. --layers {','.join(zoo.suggested_layers(name))}")
+    duplicates = sorted({layer for layer in requested if requested.count(layer) > 1}, key=requested.index)
+    if duplicates:
+        raise UserError(f"layer {', '.join(map(repr, duplicates))} given more than once", hint="list each layer once")
+    spec = BACKBONES.get(name)
+    aliases = {alias: ls.node for alias, ls in spec.layers.items()} if spec else {}
+    return zoo.resolve(name, requested, aliases)
+
+
 def known_layers(backbone: str) -> list[str]:
-    """The layer names of ``backbone`` in network order."""
-    return list(_spec(backbone).layers)
+    """The layer names of ``backbone`` in network order: a curated spec's aliases, else the graph's node names."""
+    if backbone in BACKBONES:
+        return list(BACKBONES[backbone].layers)
+    _check_name(backbone)
+    from actiontk.models import zoo
+
+    return zoo.graph_nodes(backbone)
 
 
 def _check_layers(spec: BackboneSpec, layers: Sequence[str] | str) -> list[str]:
     """The requested layers in network order; a string is read as a comma-separated list (CLI style)."""
-    if isinstance(layers, str):
-        # A bare string would otherwise be iterated character by character.
-        layers = [part.strip() for part in layers.split(",")]
+    layers = _split(layers)
     choices = f"{spec.name} has layers: {', '.join(spec.layers)}"
     requested = list(layers)
     if not requested or any(not layer for layer in requested):
         raise UserError(f"no layer given for {spec.name} (or an empty layer name)", hint=f"choose from {choices}")
     unknown = [layer for layer in requested if layer not in spec.layers]
     if unknown:
-        raise UserError(f"unknown layer{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} for {spec.name}",
+        from actiontk.models import zoo
+
+        close = zoo.close_matches(unknown[0], zoo.graph_nodes(spec.name))
+        raise UserError(f"unknown layer{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} for {spec.name}"
+                        + (f" (nor a graph node; close nodes: {', '.join(close)})" if close else " (nor a graph node)"),
                         hint=choices)
     duplicates = sorted({layer for layer in requested if requested.count(layer) > 1}, key=requested.index)
     if duplicates:
@@ -201,31 +261,84 @@ def _min_side(ops: Sequence[Op], need: int) -> int:
 
 def layer_map_size(backbone: str, layer: str, size: int) -> tuple[int, int]:
     """Spatial size ``(h, w)`` of ``layer`` for a ``size`` x ``size`` input (``(0, 0)``: too small)."""
-    spec = _spec(backbone)
-    _check_layers(spec, [layer])
     _check_size(size)
-    side = _side(spec.layers[layer].ops, size)
-    return side, side
+    if _curated(backbone, [layer]):
+        spec = _spec(backbone)
+        _check_layers(spec, [layer])
+        side = _side(spec.layers[layer].ops, size)
+        return side, side
+    shape = level_shape(backbone, layer, size)
+    return (0, 0) if shape is None else (int(shape[-2]), int(shape[-1]))
+
+
+def level_shape(backbone: str, layer: str, size: int, frames: int | None = None) -> tuple[int, ...] | None:
+    """The stored shape of one level without the batch axis — (C, h, w), or (C, t, h, w) for a video model's clip
+    of ``frames`` — from the curated arithmetic or a (cached) dry run; None where the model cannot run at
+    ``size``."""
+    _check_size(size)
+    if _curated(backbone, [layer]):
+        h, w = layer_map_size(backbone, layer, size)
+        return (channels(backbone, layer), h, w) if h > 0 else None
+    from actiontk.models import zoo
+
+    (level,) = _levels(backbone, [layer])
+    return zoo.level_shape(backbone, level, size, frames)
 
 
 def min_size(backbone: str, layer: str, grid: int = 1) -> int:
     """Smallest input size giving ``layer`` a map of at least ``grid`` x ``grid``."""
-    spec = _spec(backbone)
-    _check_layers(spec, [layer])
-    return _min_side(spec.layers[layer].ops, grid)
+    if _curated(backbone, [layer]):
+        spec = _spec(backbone)
+        _check_layers(spec, [layer])
+        return _min_side(spec.layers[layer].ops, grid)
+    from actiontk.models import zoo
+
+    found = zoo.smallest_size(backbone, _levels(backbone, [layer]), 1, grid)
+    if found is None:
+        raise UserError(f"no size up to 2048 px gives {layer} of {backbone} a {grid}x{grid} map",
+                        hint="choose another layer or a smaller --grid")
+    return found
 
 
-def validate(name: str, layers: Sequence[str], size: int, grid: int | None) -> None:
+def _check_grid(grid: int | None) -> None:
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+        raise UserError(f"--grid must be a positive integer, got {grid!r}", hint="use --grid 1 or more")
+
+
+def _validate_general(name: str, layers: Sequence[str], size: int, grid: int | None, frames: int | None) -> None:
+    """validate() for any torchvision model: the requested sizes checked by a (cached) dry run."""
+    from actiontk.models import zoo
+
+    levels = _levels(name, layers)
+    need = grid or 1
+    if zoo.fits(name, levels, size, need, frames):  # also refuses nodes without a spatial output
+        return
+    error = zoo.run_error(name, size, frames)
+    smallest = zoo.smallest_size(name, levels, size, need, frames)
+    hint = f"use --size {smallest}" + (" or more" if error is None else "") if smallest else "choose other layers"
+    if error is not None:
+        raise UserError(f"{name} cannot run at --size {size}: {error}", hint=hint)
+    small = [lv for lv in levels if lv.part == "map" and min(zoo.level_shape(name, lv, size, frames)[-2:]) < need]
+    got = zoo.level_shape(name, small[0], size, frames)
+    why = f"its feature map would be {got[-2]}x{got[-1]}" + (f", smaller than --grid {grid}" if grid else "")
+    raise UserError(f"--size {size} is too small for {small[0].name} of {name}: {why}",
+                    hint=hint + (", or a smaller --grid" if need > 1 else ""))
+
+
+def validate(name: str, layers: Sequence[str], size: int, grid: int | None, frames: int | None = None) -> None:
     """Reject an impossible extraction request before any model is built or video decoded.
 
     ``grid`` is the side of the pooling grid the caller will apply to every map (None: no grid, a map only
-    has to be non-empty).
+    has to be non-empty). ``frames``: the clip length of a video model.
     """
+    if not _curated(name, layers):
+        _check_size(size)
+        _check_grid(grid)
+        return _validate_general(name, layers, size, grid, frames)
     spec = _spec(name)
     chosen = _check_layers(spec, layers)
     _check_size(size)
-    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
-        raise UserError(f"--grid must be a positive integer, got {grid!r}", hint="use --grid 1 or more")
+    _check_grid(grid)
     need = grid or 1
     too_small = [layer for layer in chosen if _side(spec.layers[layer].ops, size) < need]
     if not too_small:
@@ -250,9 +363,9 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _imagenet_state_dict(spec: BackboneSpec, progress: bool) -> dict[str, Tensor]:
-    """The ImageNet state dict through torchvision's hub cache; no network problem escapes as a traceback."""
-    weights = spec.weights
+def _imagenet_state_dict(name: str, weights: Any, progress: bool) -> dict[str, Tensor]:
+    """The state dict of a weights enum member through torchvision's hub cache; no network problem escapes as a
+    traceback."""
     file_name = os.path.basename(urlparse(weights.url).path)
     cache_dir = Path(torch.hub.get_dir()) / "checkpoints"
     cached = cache_dir / file_name
@@ -265,11 +378,11 @@ def _imagenet_state_dict(spec: BackboneSpec, progress: bool) -> dict[str, Tensor
         alternatives = f"--weights PATH (a local copy of {file_name}) or --weights none (random weights)"
         if was_cached:
             raise UserError(
-                f"the cached ImageNet weights {cached} for {spec.name} could not be loaded: {_one_line(exc)}",
+                f"the cached ImageNet weights {cached} for {name} could not be loaded: {_one_line(exc)}",
                 hint=f"delete that file to download it again, or use {alternatives}",
             ) from exc
         raise UserError(
-            f"the ImageNet weights for {spec.name} ({spec.weights_name}) could not be downloaded from "
+            f"the ImageNet weights for {name} ({_enum_id(weights)}) could not be downloaded from "
             f"{weights.url}: {_one_line(exc)}",
             hint=f"offline? copy {file_name} from an online machine's ~/.cache/torch/hub/checkpoints/ into "
             f"{cache_dir}, or pass {alternatives}",
@@ -321,7 +434,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _fit_state(body: torch.nn.Module, full_keys: set[str], state: Mapping[str, Any], source: str,
-               spec: BackboneSpec) -> dict[str, Tensor]:
+               builder_name: str) -> dict[str, Tensor]:
     """The part of ``state`` the truncated network needs, checked key by key and shape by shape.
 
     Keys of the full model that the truncation pruned (the classifier, later blocks) are ignored, whatever
@@ -344,8 +457,8 @@ def _fit_state(body: torch.nn.Module, full_keys: set[str], state: Mapping[str, A
             problems.append(f"{label}: {', '.join(items[:3])}{more}")
     if problems:
         raise UserError(
-            f"{source} does not fit torchvision's {spec.builder_name}: {'; '.join(problems)}",
-            hint=f"pass a state dict of torchvision.models.{spec.builder_name}(), or --weights imagenet / none",
+            f"{source} does not fit torchvision's {builder_name}: {'; '.join(problems)}",
+            hint=f"pass a state dict of torchvision.models.{builder_name}(), or --weights imagenet / none",
         )
     # Cast to the model's dtypes: assign=True below would otherwise adopt e.g. a half-precision file's dtype.
     return {k: state[k].to(dtype=ref.dtype) for k, ref in needed.items()}
@@ -355,18 +468,20 @@ def _fit_state(body: torch.nn.Module, full_keys: set[str], state: Mapping[str, A
 
 
 class FeatureBackbone(torch.nn.Module):
-    """A frozen torchvision network returning ``{layer: (B, C, h, w)}`` for the requested layers."""
+    """A frozen torchvision network returning ``{layer: (B, C, h, w)}`` for the requested layers (a video model:
+    ``(B, C, t, h, w)`` for a ``(B, 3, T, H, W)`` clip batch)."""
 
-    def __init__(self, spec: BackboneSpec, layers: Sequence[str], body: torch.nn.Module, weights_id: str,
-                 imagenet: bool):
+    def __init__(self, name: str, layers: Sequence[str], body: torch.nn.Module, weights_id: str, *,
+                 channels: dict[str, int], strides: dict[str, int], imagenet: bool, member: Any = None,
+                 video: bool = False):
         super().__init__()
-        self.spec = spec
-        self.name: str = spec.name
+        self.name: str = name
         self.layers: list[str] = list(layers)
-        self.channels: dict[str, int] = {layer: spec.layers[layer].channels for layer in self.layers}
-        self.strides: dict[str, int] = {layer: spec.layers[layer].stride for layer in self.layers}
+        self.channels: dict[str, int] = dict(channels)
+        self.strides: dict[str, int] = dict(strides)
         self.weights_id: str = weights_id
-        self._imagenet = imagenet
+        self.video = video
+        self._imagenet, self._member = imagenet, member
         self.body = body
         self.eval()
         self.requires_grad_(False)
@@ -377,27 +492,56 @@ class FeatureBackbone(torch.nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        # x: (B, 3, H, W), already normalized (see preprocess)
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{self.name} expects a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
+        # x: (B, 3, H, W) (video: (B, 3, T, H, W)), already normalized (see preprocess)
+        dims = 5 if self.video else 4
+        if x.dim() != dims or x.shape[1] != 3:
+            want = "(B, 3, T, H, W)" if self.video else "(B, 3, H, W)"
+            raise ValueError(f"{self.name} expects a {want} batch, got shape {tuple(x.shape)}")
         out = self.body(x)
         return {layer: out[layer] for layer in self.layers}  # each (B, C, h, w)
 
     def preprocess(self, size: int, *, square: bool = False) -> torch.nn.Module:
         """The weights' eval transform at ``size`` (see :func:`make_preprocess`)."""
-        return make_preprocess(self.name, size, imagenet=self._imagenet, square=square)
+        return make_preprocess(self.name, size, imagenet=self._imagenet, square=square, member=self._member)
 
 
-def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = False) -> torch.nn.Module:
+def _enum_id(member: Any) -> str:
+    return f"{type(member).__name__}.{member.name}"
+
+
+def _member(name: str, weights: str | os.PathLike[str]) -> Any:
+    """The weights enum member that ``weights`` names, or None (``none`` or a file). ``imagenet`` is a curated
+    spec's pinned checkpoint (the papers' era) and every other model's DEFAULT; an enum member name (such as
+    ``IMAGENET1K_V2``) is that member."""
+    if not isinstance(weights, str) or weights == "none":
+        return None
+    if weights == "imagenet" and name in BACKBONES:
+        return BACKBONES[name].weights
+    from actiontk.models import zoo
+
+    return zoo.weights_member(name, weights)
+
+
+def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = False, member: Any = None
+                    ) -> torch.nn.Module:
     """The weights' eval transform at ``size``: resize the shorter side, center-crop, ImageNet-normalize.
 
     Takes uint8 (or float in [0, 1]) ``(..., 3, H, W)`` tensors or PIL images, returns float
     ``(..., 3, size, size)``. ``resize_size == crop_size`` on purpose: the whole short side is kept.
     ``square=True`` resizes the whole frame to ``size`` x ``size`` instead (the aspect ratio is not kept and
-    nothing is cropped), as the joint-attention paper's Sec. 4.2 resizes frames to 384 x 384.
+    nothing is cropped), as the joint-attention paper's Sec. 4.2 resizes frames to 384 x 384. ``member``: the
+    weights enum member whose transform is used (default: the curated spec's, else the model's DEFAULT).
     """
     _check_size(size)
-    make = _spec(name).weights.transforms  # functools.partial(ImageClassification, crop_size=...)
+    if member is None:
+        if name in BACKBONES:
+            member = BACKBONES[name].weights
+        else:
+            _check_name(name)
+            from actiontk.models import zoo
+
+            member = zoo.weights_enum(name).DEFAULT
+    make = member.transforms  # functools.partial(ImageClassification, crop_size=...)
     if imagenet:
         t = make(resize_size=size, crop_size=size)
     else:
@@ -429,15 +573,15 @@ class SquareResize(torch.nn.Module):
         return f"SquareResize(size={self.size}, then {self.inner!r})"
 
 
-def _identity(spec: BackboneSpec, layers: Sequence[str], weights_id: str, size: int, imagenet: bool,
-              square: bool = False) -> dict[str, Any]:
+def _identity(name: str, layers: Sequence[str], weights_id: str, size: int, imagenet: bool,
+              square: bool = False, member: Any = None, nodes: dict[str, str] | None = None) -> dict[str, Any]:
     import torchvision
 
-    t = make_preprocess(spec.name, size, imagenet=imagenet, square=square)
+    t = make_preprocess(name, size, imagenet=imagenet, square=square, member=member)
     interpolation = getattr(t, "interpolation", None)
     version = re.match(r"(\d+)\.(\d+)", torchvision.__version__)
-    return {
-        "backbone": spec.name,
+    ident = {
+        "backbone": name,
         "layers": list(layers),
         "weights_id": weights_id,
         "size": size,
@@ -454,18 +598,32 @@ def _identity(spec: BackboneSpec, layers: Sequence[str], weights_id: str, size: 
         },
         "torchvision": version.group(0) if version else torchvision.__version__,
     }
+    if nodes is not None:  # the general path: which graph node each stored level reads
+        ident["nodes"] = dict(nodes)
+    return ident
 
 
 def weights_identity(name: str, weights: str | os.PathLike[str], *, seed: int = 0) -> str:
     """The ``weights_id`` that :func:`build_backbone` would give, without building or downloading anything."""
-    spec = _spec(name)
-    if isinstance(weights, str) and weights == "imagenet":
-        return spec.weights_name
+    if name not in BACKBONES:
+        _check_name(name)
+    member = _member(name, weights)
+    if member is not None:
+        return _enum_id(member)
     if isinstance(weights, str) and weights == "none":
-        return _random_id(seed, spec.batchnorm)
+        return _random_id(seed, _has_batchnorm(name))
     path = Path(os.fspath(weights)).expanduser()
     _check_weights_path(path)
     return "file:" + file_sha256(path)
+
+
+def _has_batchnorm(name: str) -> bool:
+    if name in BACKBONES:
+        return BACKBONES[name].batchnorm
+    from actiontk.models import zoo
+
+    model = zoo.build_model(name, None, meta=True)
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _random_id(seed: int, calibrated: bool) -> str:
@@ -480,15 +638,17 @@ def _random_id(seed: int, calibrated: bool) -> str:
 _CALIBRATION_BATCH, _CALIBRATION_SIZE = 8, 64
 
 
-def _calibrate_batchnorm(model: torch.nn.Module) -> bool:
-    """Set the running statistics of every BatchNorm of a randomly initialized ``model``; False if it has none."""
+def _calibrate_batchnorm(model: torch.nn.Module, shape: tuple[int, ...] | None = None) -> bool:
+    """Set the running statistics of every BatchNorm of a randomly initialized ``model``; False if it has none.
+    ``shape``: the calibration batch's shape (default 8 x 3 x 64 x 64)."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return False
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration pass: exactly the batch's statistics
-    x = torch.randn(_CALIBRATION_BATCH, 3, _CALIBRATION_SIZE, _CALIBRATION_SIZE)  # the caller seeded the RNG
+    shape = shape or (_CALIBRATION_BATCH, 3, _CALIBRATION_SIZE, _CALIBRATION_SIZE)
+    x = torch.randn(*shape)  # the caller seeded the RNG
     model.train()
     with torch.no_grad():
         model(x)
@@ -501,34 +661,63 @@ def backbone_identity(name: str, layers: Sequence[str], weights: str | os.PathLi
     """Everything that changes the stored features, as JSON-able data, computed without a model: what a cache key
     needs, so that a cache hit never needs the weights (which may not be downloadable here). ``square``: see
     :func:`make_preprocess`."""
-    spec = _spec(name)
-    chosen = _check_layers(spec, layers)
-    imagenet = isinstance(weights, str) and weights == "imagenet"
-    return _identity(spec, chosen, weights_identity(name, weights, seed=seed), size, imagenet, square)
+    weights_id = weights_identity(name, weights, seed=seed)
+    member = _member(name, weights)
+    imagenet = member is not None
+    if _curated(name, layers):
+        chosen = _check_layers(_spec(name), layers)
+        return _identity(name, chosen, weights_id, size, imagenet, square, member)
+    levels = _levels(name, layers)
+    return _identity(name, [lv.name for lv in levels], weights_id, size, imagenet, square, member,
+                     nodes={lv.name: lv.node for lv in levels})
 
 
 def channels(name: str, layer: str) -> int:
     """Channel count of ``layer`` of backbone ``name``."""
-    spec = _spec(name)
-    _check_layers(spec, [layer])
-    return spec.layers[layer].channels
+    if _curated(name, [layer]):
+        spec = _spec(name)
+        _check_layers(spec, [layer])
+        return spec.layers[layer].channels
+    from actiontk.models import zoo
+
+    (level,) = _levels(name, [layer])
+    size = zoo.default_size(name)
+    shape = zoo.level_shape(name, level, size, zoo.default_frames(name))
+    if shape is None:
+        raise UserError(f"{name} does not run at its own default size {size}: {zoo.run_error(name, size)}")
+    return int(shape[0])
+
+
+def _load_state(name: str, weights: str | os.PathLike[str], member: Any, progress: bool
+                ) -> tuple[Mapping[str, Any], str, str]:
+    """(state dict, weights_id, how to name the source in errors) of loaded weights."""
+    if member is not None:
+        return _imagenet_state_dict(name, member, progress), _enum_id(member), f"the weights {_enum_id(member)}"
+    path = Path(os.fspath(weights)).expanduser()
+    state, weights_id = _read_checkpoint(path)
+    return state, weights_id, f"weights file {path}"
 
 
 def build_backbone(name: str, layers: Sequence[str], weights: str | os.PathLike[str] = "imagenet", *,
-                   seed: int = 0, progress: bool = True) -> FeatureBackbone:
-    """Build ``name`` truncated after the last of ``layers``, with ``weights`` = imagenet | none | PATH.
+                   seed: int = 0, progress: bool = True, size: int | None = None) -> FeatureBackbone:
+    """Build ``name`` truncated after the last of ``layers``, with ``weights`` = imagenet | none | an enum member
+    name such as IMAGENET1K_V2 | PATH.
 
-    ``seed`` only matters for ``weights="none"``; ``progress`` shows torchvision's download progress bar.
-    The caller's RNG state is left untouched in every case.
+    ``seed`` only matters for ``weights="none"``; ``progress`` shows torchvision's download progress bar;
+    ``size``: the input size, which ViT and MaxViT are built for (default: their weights' crop size) and which
+    sets the strides reported for other general models. The caller's RNG state is left untouched in every case.
     """
+    if not _curated(name, layers):
+        return _build_general(name, layers, weights, seed=seed, progress=progress, size=size)
     from torchvision.models.feature_extraction import create_feature_extractor
 
     spec = _spec(name)
     chosen = _check_layers(spec, layers)
     return_nodes = {spec.layers[layer].node: layer for layer in chosen}
-    keyword = weights if isinstance(weights, str) and weights in WEIGHT_KEYWORDS else None
+    shape = {"channels": {layer: spec.layers[layer].channels for layer in chosen},
+             "strides": {layer: spec.layers[layer].stride for layer in chosen}}
 
-    if keyword == "none":
+    if isinstance(weights, str) and weights == "none":
         # fork_rng: two processes building with the same seed get the same weights, and the caller's
         # random stream (data shuffling, sampling) is not advanced. devices=[]: init runs on the CPU, and
         # forking CUDA generators would initialize CUDA for nothing.
@@ -537,8 +726,9 @@ def build_backbone(name: str, layers: Sequence[str], weights: str | os.PathLike[
             model = spec.builder(weights=None)
             calibrated = _calibrate_batchnorm(model)
         body = create_feature_extractor(model.eval(), return_nodes=return_nodes)
-        return FeatureBackbone(spec, chosen, body, _random_id(seed, calibrated), imagenet=False)
+        return FeatureBackbone(name, chosen, body, _random_id(seed, calibrated), imagenet=False, **shape)
 
+    member = _member(name, weights)
     # Loaded weights: build on the meta device (no random init: VGG16's classifier alone takes seconds
     # and 500 MB), cut, then assign real tensors to what the cut network kept.
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
@@ -546,15 +736,54 @@ def build_backbone(name: str, layers: Sequence[str], weights: str | os.PathLike[
     full_keys = set(model.state_dict())
     body = create_feature_extractor(model.eval(), return_nodes=return_nodes)
     del model
-    if keyword == "imagenet":
-        state: Mapping[str, Any] = _imagenet_state_dict(spec, progress)
-        weights_id, source = spec.weights_name, f"the ImageNet weights {spec.weights_name}"
-    else:
-        path = Path(os.fspath(weights)).expanduser()
-        state, weights_id = _read_checkpoint(path)
-        source = f"weights file {path}"
-    body.load_state_dict(_fit_state(body, full_keys, state, source, spec), strict=True, assign=True)
+    state, weights_id, source = _load_state(name, weights, member, progress)
+    if member is not None and member == spec.weights:
+        source = f"the ImageNet weights {spec.weights_name}"
+    body.load_state_dict(_fit_state(body, full_keys, state, source, spec.builder_name), strict=True, assign=True)
+    _check_loaded(name, body)
+    return FeatureBackbone(name, chosen, body, weights_id, imagenet=member is not None, member=member, **shape)
+
+
+def _check_loaded(name: str, body: torch.nn.Module) -> None:
     leftover = [n for n, t in [*body.named_parameters(), *body.named_buffers()] if t.is_meta]
     if leftover:  # every tensor of the cut network has a key, so this is a bug, not a user error
         raise RuntimeError(f"{name}: tensors left uninitialized after loading weights: {leftover[:3]}")
-    return FeatureBackbone(spec, chosen, body, weights_id, imagenet=keyword == "imagenet")
+
+
+def _build_general(name: str, layers: Sequence[str], weights: str | os.PathLike[str], *, seed: int,
+                   progress: bool, size: int | None) -> FeatureBackbone:
+    """build_backbone() for any torchvision model: graph nodes, maps from the dry run, token outputs as maps."""
+    from actiontk.models import zoo
+
+    levels = _levels(name, layers)
+    size = size or zoo.default_size(name)
+    _check_size(size)
+    frames = zoo.default_frames(name)
+    shapes = {lv.name: zoo.level_shape(name, lv, size, frames) for lv in levels}
+    if any(shape is None for shape in shapes.values()):
+        raise UserError(f"{name} cannot run at --size {size}: {zoo.run_error(name, size, frames)}",
+                        hint=f"use --size {zoo.default_size(name)}")
+    layouts = {lv.node: zoo.dry_run(name, [lv.node], size, frames)[lv.node]["layout"] for lv in levels}
+    maps = [lv.name for lv in levels]
+    dims = {"channels": {k: int(v[0]) for k, v in shapes.items()},
+            "strides": {k: max(1, round(size / v[-1])) if v[-1] > 1 else size for k, v in shapes.items()}}
+    video = zoo.is_video(name)
+    member = _member(name, weights)
+    if isinstance(weights, str) and weights == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = zoo.build_model(name, size, meta=False)
+            batch = (2, 3, frames, size, size) if video else (2, 3, size, size)
+            calibrated = _calibrate_batchnorm(model, batch)
+        body = zoo.cut(model.eval(), levels, layouts)
+        return FeatureBackbone(name, maps, body, _random_id(seed, calibrated), imagenet=False, video=video, **dims)
+    model = zoo.build_model(name, size, meta=True)
+    full_keys = set(model.state_dict())
+    body = zoo.cut(model, levels, layouts)
+    del model
+    state, weights_id, source = _load_state(name, weights, member, progress)
+    state = zoo.fit_position(name, dict(state), size)
+    body.load_state_dict(_fit_state(body, full_keys, state, source, name), strict=True, assign=True)
+    _check_loaded(name, body)
+    return FeatureBackbone(name, maps, body, weights_id, imagenet=member is not None, member=member, video=video,
+                           **dims)
