@@ -182,7 +182,7 @@ def _curated(name: str, layers: Sequence[str] | str) -> bool:
     # graph node names of a curated model go the general way; anything else is the curated error below
     from actiontk.models import zoo
 
-    nodes = set(zoo.graph_nodes(name))
+    nodes = zoo.layer_names(name)
     return not all(layer in spec.layers or layer.removesuffix(zoo.CLS) in nodes for layer in requested)
 
 
@@ -210,7 +210,7 @@ def known_layers(backbone: str) -> list[str]:
     _check_name(backbone)
     from actiontk.models import zoo
 
-    return zoo.graph_nodes(backbone)
+    return list(zoo.layer_names(backbone))
 
 
 def _check_layers(spec: BackboneSpec, layers: Sequence[str] | str) -> list[str]:
@@ -224,7 +224,7 @@ def _check_layers(spec: BackboneSpec, layers: Sequence[str] | str) -> list[str]:
     if unknown:
         from actiontk.models import zoo
 
-        close = zoo.close_matches(unknown[0], zoo.graph_nodes(spec.name))
+        close = zoo.close_matches(unknown[0], list(zoo.layer_names(spec.name)))
         raise UserError(f"unknown layer{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} for {spec.name}"
                         + (f" (nor a graph node; close nodes: {', '.join(close)})" if close else " (nor a graph node)"),
                         hint=choices)

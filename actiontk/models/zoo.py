@@ -217,10 +217,22 @@ class Level:
     part: str  # "map" (a spatial map) or "cls" (a transformer's class token)
 
 
+def layer_names(name: str) -> dict[str, int]:
+    """Every name ``--layers`` accepts for ``name``, in graph order, with the index of the node it reads: the eval
+    graph's nodes and every module path above them (``features.3`` reads the last node inside ``features.3``,
+    as ``create_feature_extractor`` does)."""
+    last: dict[str, int] = {}
+    for i, node in enumerate(graph_nodes(name)):
+        parts = node.split(".")
+        for k in range(1, len(parts) + 1):
+            last[".".join(parts[:k])] = i
+    return dict(sorted(last.items(), key=lambda item: (item[1], -item[0].count("."))))
+
+
 def resolve(name: str, layers: Sequence[str], aliases: dict[str, str] | None = None) -> list[Level]:
-    """The requested levels, checked against the graph's node names, in graph order."""
-    nodes = graph_nodes(name)
-    index = {node: i for i, node in enumerate(nodes)}
+    """The requested levels, checked against the graph's node names (and module paths), in graph order."""
+    index = layer_names(name)
+    nodes = list(index)
     aliases = aliases or {}
     levels, unknown = [], []
     for layer in layers:
@@ -258,16 +270,17 @@ def suggested_layers(name: str) -> list[str]:
     }
     if fam in fixed:
         return fixed[fam]
+    names = list(layer_names(name))
     if fam == "vit":
-        blocks = [n for n in graph_nodes(name) if re.fullmatch(r"encoder\.layers\.encoder_layer_\d+", n)]
+        blocks = [n for n in names if re.fullmatch(r"encoder\.layers\.encoder_layer_\d+", n)]
         last = blocks[-1] if blocks else "encoder.ln"
         return [*blocks[-4:-3], last, last + CLS]
     if fam == "mvit":
-        blocks = [n for n in graph_nodes(name) if re.fullmatch(r"blocks\.\d+", n)]
+        blocks = [n for n in names if re.fullmatch(r"blocks\.\d+", n)]
         return [*blocks[-8:-7], blocks[-1], blocks[-1] + CLS] if blocks else []
     # features.N models (efficientnet, mobilenet, mnasnet, vgg, ...): the last three top-level stages
-    tops = [n for n in graph_nodes(name) if re.fullmatch(r"features\.\d+|layers\.\d+|stage\d|conv5", n)]
-    return tops[-3:] if tops else graph_nodes(name)[-4:-1]
+    tops = [n for n in names if re.fullmatch(r"features\.\d+|layers\.\d+|stage\d|conv5", n)]
+    return tops[-3:] if tops else names[-4:-1]
 
 
 # -- outputs as maps ------------------------------------------------------------------------------------------
