@@ -483,8 +483,16 @@ class FeatureBackbone(torch.nn.Module):
         self.video = video
         self._imagenet, self._member = imagenet, member
         self.body = body
+        # The layout the input is given to the network in (None: as it comes). The extract stage sets it with
+        # use_memory_format(), from memory_format() below; the features stay equal within fp tolerance.
+        self.input_format: torch.memory_format | None = None
         self.eval()
         self.requires_grad_(False)
+
+    def use_memory_format(self, fmt: torch.memory_format) -> FeatureBackbone:
+        """Convert the weights to ``fmt`` and give every input in it from now on."""
+        self.input_format = fmt
+        return self.to(memory_format=fmt)
 
     def train(self, mode: bool = True) -> FeatureBackbone:
         # Frozen means frozen: a caller switching its whole pipeline to training must not make BatchNorm
@@ -497,12 +505,31 @@ class FeatureBackbone(torch.nn.Module):
         if x.dim() != dims or x.shape[1] != 3:
             want = "(B, 3, T, H, W)" if self.video else "(B, 3, H, W)"
             raise ValueError(f"{self.name} expects a {want} batch, got shape {tuple(x.shape)}")
+        if self.input_format is not None and not self.video:
+            x = x.contiguous(memory_format=self.input_format)
         out = self.body(x)
         return {layer: out[layer] for layer in self.layers}  # each (B, C, h, w)
 
     def preprocess(self, size: int, *, square: bool = False) -> torch.nn.Module:
         """The weights' eval transform at ``size`` (see :func:`make_preprocess`)."""
         return make_preprocess(self.name, size, imagenet=self._imagenet, square=square, member=self._member)
+
+
+# channels_last on the CPU, per family, measured with bench/memory_format.py (see docs/performance.md,
+# "Backbones"): True where it was faster than the contiguous layout on the machine of that table.
+CPU_CHANNELS_LAST: dict[str, bool] = {}
+
+
+def memory_format(name: str, device: torch.device | str) -> torch.memory_format:
+    """The memory format the extract stage runs ``name`` in on ``device``: channels_last on CUDA (tensor cores
+    want NHWC), and on the CPU where bench/memory_format.py measured it faster for the model's family."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.channels_last
+    from actiontk.models import zoo
+
+    fam = "vgg" if name == "vgg16" else zoo.family(name)
+    return torch.channels_last if CPU_CHANNELS_LAST.get(fam, False) else torch.contiguous_format
 
 
 def _enum_id(member: Any) -> str:
