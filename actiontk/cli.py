@@ -276,6 +276,26 @@ def demo(
 
 
 @app.command()
+def backbones(
+    size: Annotated[int, typer.Option("--size", help="Input size in pixels the map sizes are given for.")] = 224,
+    probe: Annotated[bool, typer.Option("--probe", help="Dry-run (meta device, no weights) the models not probed "
+                                                        "yet, and cache their shapes on disk.")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Only these backbones (repeatable).")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="List every layer name this backbone accepts, "
+                                                                "with its map shape at --size.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON (for scripts).")] = False,
+) -> None:
+    """List the backbones --backbone accepts (the curated ones and every torchvision classification and video
+    model), their suggested layers with channels and map sizes at --size, and whether their weights are local."""
+    from actiontk.commands.backbones import list_backbones, list_layers
+
+    if layers:
+        list_layers(layers, size)
+    else:
+        list_backbones(size, probe=probe, only=only, as_json=as_json)
+
+
+@app.command()
 def status(
     cache: Cache = None,
     gc: Annotated[bool, typer.Option("--gc", help="Remove the partial and stale runs (asks first; never a complete "
