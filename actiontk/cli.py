@@ -276,6 +276,34 @@ def demo(
 
 
 @app.command()
+def predict(
+    items: Annotated[list[str] | None, typer.Argument(
+        help="[RUN] PATH...: a train-lstm or train-gap run first (its folder or STAGE/KEY; default: the newest "
+             "complete one for the inputs' kind), then video or image files, or folders (searched recursively).",
+        show_default=False)] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per input.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (one per input) to stdout, or to "
+                                                         "--out/predictions.jsonl.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for predictions.jsonl, the overlays and "
+                                                           "index.html (--overlay default: ./actiontk-predict).")] = None,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Write the attention overlays (MP4 per video, PNG per "
+                                                            "image) and an index.html showing them.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Frames per backbone pass (default: the "
+                                                                        "extract run's).")] = None,
+    cache_features: Annotated[bool, typer.Option("--cache-features", help="Also store the inputs' feature maps in "
+                                                 "the run's extract run (reused for unchanged files).")] = False,
+    cache: Cache = None,
+) -> None:
+    """Apply a trained run to new videos or images: top-k classes, the video label by the paper's rule and by mean
+    score, attention overlays (see docs/predict.md); exit code 1 if any input failed."""
+    from actiontk.commands.predict import run_predict
+
+    run_predict(items or [], top_k=top_k, as_json=as_json, out=out, overlay=overlay, device=device,
+                batch_size=batch_size, cache_features=cache_features, cache=cache)
+
+
+@app.command()
 def backbones(
     size: Annotated[int, typer.Option("--size", help="Input size in pixels the map sizes are given for.")] = 224,
     probe: Annotated[bool, typer.Option("--probe", help="Dry-run (meta device, no weights) the models not probed "

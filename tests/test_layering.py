@@ -6,12 +6,14 @@ layer or a lower one. The layers, lowest first:
 2. ``data``: training items built from those
 3. ``train``: the training engine
 4. ``stages``, ``config``: what each stage does, and the resolver of its options (the two import each other)
-5. ``report``: renders evaluated runs (reads ``stages.evaluate``)
+5. ``report``: renders evaluated runs (reads ``stages.evaluate``); ``predict``: applies trained runs to new inputs
+   (reads the stages' runs and models, renders like ``report``)
 6. ``commands``: wire the stages and render
 7. ``cli``, ``options``, ``__main__``: the command line
 
 An "upward arrow" is an import of a higher layer; a lower layer that needs something from above takes it as an
-argument (the pipelines take their report writer from ``commands``)."""
+argument (the pipelines take their report writer from ``commands``). The one exception is the public API's entry
+point: ``actiontk.load`` is the package root's lazy alias of ``actiontk.predict.load`` (:data:`ENTRY_POINTS`)."""
 
 from __future__ import annotations
 
@@ -26,10 +28,14 @@ LAYERS = {
     "data": 2,
     "train": 3,
     "stages": 4, "config": 4,
-    "report": 5,
+    "report": 5, "predict": 5,
     "commands": 6,
     "cli": 7, "options": 7, "__main__": 7,
 }
+
+
+# (importer, imported) pairs allowed to point upward: the package root's lazy ``actiontk.load``.
+ENTRY_POINTS = {("actiontk", "actiontk.predict")}
 
 
 def _part(module: str) -> str:
@@ -64,7 +70,7 @@ def upward_arrows(package_dir: Path) -> list[tuple[str, str]]:
         assert src in LAYERS, f"{module} is in no layer: add {src!r} to LAYERS in {__file__}"
         for target in sorted(imports(path, module)):
             dst = _part(target)
-            if dst in LAYERS and LAYERS[dst] > LAYERS[src]:
+            if dst in LAYERS and LAYERS[dst] > LAYERS[src] and (module, target) not in ENTRY_POINTS:
                 arrows.append((module, target))
     return arrows
 

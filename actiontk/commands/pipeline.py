@@ -153,6 +153,30 @@ def _demo_pipelines(workdir: Path, profile: DemoProfile, cache_root: Path, forma
     return [video, image]
 
 
+def predict_held_out(toy_root: Path, cache_root: Path, lstm_run: Path, count: int = 3,
+                     log=lambda message: None) -> tuple[str, list]:
+    """The demo's last step: ``count`` held-out toy videos (split 1's test videos, one per class) predicted through
+    the API that ``actiontk predict`` uses; returns the equivalent command and the results."""
+    import shlex
+
+    from actiontk.datasets import get_dataset
+    from actiontk.predict.api import load
+
+    test = get_dataset("toy", toy_root).load(1).test
+    picked, seen = [], set()
+    for sample in test:
+        if sample.label not in seen:
+            picked.append(sample.path)
+            seen.add(sample.label)
+        if len(picked) == count:
+            break
+    run_name = f"train-lstm/{Path(lstm_run).name}"
+    command = shlex.join(["actiontk", "predict", run_name, *map(str, picked), "--cache", str(cache_root)])
+    with load(run_name, cache=cache_root, log=log) as predictor:
+        results = [predictor.predict(path) for path in picked]
+    return command, results
+
+
 def demo(workdir: Path, *, fast: bool) -> None:
     console = Console(stderr=True)
     results = run_demo(workdir, profile=PROFILES["fast" if fast else "full"], console=console)
@@ -162,6 +186,16 @@ def demo(workdir: Path, *, fast: bool) -> None:
         print(f"{res.dataset}: {_fmt_metrics(res.summary)}")
         if res.report:
             print(f"  report: {res.report}")
+    video = results[0]
+    lstm_run = next((st.run for st in reversed(video.stages) if st.stage == "train-lstm"), None)
+    if lstm_run is not None:
+        console.rule("held-out toy videos → actiontk predict")
+        command, predicted = predict_held_out(workdir.expanduser().resolve() / "toy", workdir.expanduser().resolve()
+                                              / "cache", lstm_run, log=lambda m: console.print(escape(m)))
+        for r in predicted:
+            print(f"{Path(r.source).name}: {r.classes[r.label_vote]} (paper's rule), "
+                  f"{r.classes[r.label_mean]} (mean score) {100 * float(r.scores[r.label_mean]):.0f}%")
+        print(f"predicted with: {command}")
     total = sum(r.seconds for r in results)
     print(f"done in {total:.0f} s; run it again to see every stage come from the cache "
           f"({len(results)} pipelines under {workdir.expanduser().resolve() / 'cache'})")
