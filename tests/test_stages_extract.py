@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -294,6 +295,8 @@ def test_two_ranks_under_torchrun_equal_one_process(reference, toy: Path, tmp_pa
     ranks = {name.split("-")[1] for name in store.finished_shards(run_dir)}
     assert ranks == {"r000", "r001"}  # each rank wrote its own shards
     assert_same_cache(run_dir, reference.run.path)
+    # rank 0 marks the run after the last barrier, counting every rank's videos
+    assert json.loads((run_dir / "complete.json").read_text())["stored"] == 18
 
 
 def test_status_lists_runs(reference, capsys):
@@ -327,3 +330,38 @@ def test_threads_are_restored_and_omp_num_threads_is_respected(toy: Path, tmp_pa
         assert seen[-1] == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_extract_marks_its_run_like_every_stage_and_an_extension_unmarks_it(reference, toy: Path, tmp_path: Path):
+    from actiontk.cache.features import record_damage
+    from actiontk.cache.lifecycle import COMPLETE, completion, is_marked
+    from actiontk.cache.runs import list_runs
+    from actiontk.cache.targets import TARGETS, record_targets
+    from actiontk.stages import registry
+
+    summary = completion(reference.run)
+    assert (summary["stored"], summary["failed"], summary["videos"]) == (18, 0, 18) and "1" in summary["splits"]
+    cache = tmp_path / "c"
+    shutil.copytree(reference.run.path.parents[1], cache)
+    run = list_runs(cache, registry.EXTRACT)[0]
+    assert registry.is_complete(run)
+    targets = json.loads((run.path / TARGETS).read_text())
+
+    # asked for a split whose video is not stored (an invocation killed early): marked, yet not complete
+    record_targets(run.path, 3, ["never/stored.avi"])
+    assert is_marked(run) and not registry.is_complete(run)
+    # the next invocation takes the mark off first and leaves it off while a target is missing
+    again = extract("toy", toy, 2, ExtractConfig(**CFG), cache, log=lambda m: None)
+    assert again.run.path == run.path and again.extracted == 0
+    assert not is_marked(run) and not registry.is_complete(run)
+
+    # all targets stored but no complete.json (a run made before extract marked its runs): complete, and the
+    # next invocation writes the mark with every split the run serves
+    (run.path / TARGETS).write_text(json.dumps({"1": targets["1"], "2": targets["1"]}))
+    assert not is_marked(run) and registry.is_complete(run)
+    extract("toy", toy, 1, ExtractConfig(**CFG), cache, log=lambda m: None)
+    assert completion(run)["splits"] == ["1", "2"] and registry.is_complete(run)
+
+    # a shard found damaged after the mark (a reader, `status --verify`): not complete until extract repairs it
+    record_damage(run.path, store.finished_shards(run.path)[0], "is truncated")
+    assert (run.path / COMPLETE).is_file() and not registry.is_complete(run)

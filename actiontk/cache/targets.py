@@ -42,17 +42,17 @@ def record_targets(run_dir: Path, split: int, rels: list[str]) -> None:
     atomic_write_json(Path(run_dir) / TARGETS, targets)
 
 
-def extract_state(run: Run) -> dict[str, Any]:
-    """Counts and state of an extract run: done / failed / total over the videos its splits asked for."""
+def target_counts(run: Run) -> dict[str, Any]:
+    """Counts of an extract run over the videos its splits asked for: done, failed, total, the splits, the
+    damaged shards, and its state: complete (every target stored or recorded failed, no unfinished or damaged
+    shard) or partial (with what is left). Locks are not looked at (see :func:`extract_state`)."""
     index = store.load_index(run.path)
     targets = read_targets(run.path)
     wanted = set().union(*map(set, targets.values())) if targets else set(index.videos) | set(index.failed)
     done = len(wanted & set(index.videos))
     failed = len(wanted & set(index.failed))
     incomplete = list(store.shard_dir(run.path).glob("*.incomplete")) if store.shard_dir(run.path).is_dir() else []
-    if writer_locked(run.path):
-        state = "running"
-    elif done + failed == len(wanted) and not incomplete and not index.damaged:
+    if done + failed == len(wanted) and not incomplete and not index.damaged:
         state = "complete"
     else:
         state = "partial"
@@ -61,6 +61,26 @@ def extract_state(run: Run) -> dict[str, Any]:
         if index.damaged:
             state += f" ({len(index.damaged)} damaged shard(s): rerun the same command to re-compute their videos)"
     return {"done": done, "failed": failed, "total": len(wanted), "state": state,
-            "splits": sorted(targets, key=int) if targets else [], "damaged": index.damaged}
+            "splits": [str(s) for s in target_splits(run.path)], "damaged": index.damaged}
 
 
+def extract_state(run: Run) -> dict[str, Any]:
+    """:func:`target_counts`, with the state "running" while a writer lock of the run is held."""
+    counts = target_counts(run)
+    if writer_locked(run.path):
+        counts["state"] = "running"
+    return counts
+
+
+def all_stored(run: Run) -> bool:
+    """What extract adds to the completion rule: every video its splits asked for (at least one) is stored or
+    recorded as failed, and no shard is unfinished or damaged. A marked run extended to a new split, or whose
+    shards a reader or ``status --verify`` found damaged, is not complete."""
+    counts = target_counts(run)
+    return counts["state"] == "complete" and counts["total"] > 0
+
+
+def complete_unmarked(run: Run) -> bool:
+    """An extract run without ``complete.json`` (made before extract marked its runs, or killed between its
+    last shard and the mark) is complete by its videos alone, when no extraction is writing it."""
+    return not writer_locked(run.path) and all_stored(run)

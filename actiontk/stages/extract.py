@@ -28,7 +28,8 @@ from typing import Any
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, dir_size, human_bytes, lock_writer, open_run
 from actiontk.cache.space import check_disk
-from actiontk.cache.targets import TARGETS, extract_state, record_targets  # noqa: F401 (the names read here)
+from actiontk.cache.lifecycle import mark_complete, unmark
+from actiontk.cache.targets import TARGETS, extract_state, record_targets, target_counts  # noqa: F401 (read here)
 from actiontk.datasets import Dataset, get_dataset
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
@@ -170,7 +171,8 @@ def extract(
     dist = _init_distributed(world, device)
     lock = lock_writer(run.path, rank, what="an extraction")  # one writer per rank
     try:
-        if rank == 0:
+        if rank == 0:  # the run changes from here: complete again once marked below (the one rule, cache.lifecycle)
+            unmark(run)
             record_targets(run.path, split, [s.rel for s in samples])
         if rank == 0:  # the resolved config of the latest invocation, beside the outputs
             atomic_write_json(run.path / "config.json", {"resolved": {**vars(cfg), "precision": precision},
@@ -203,6 +205,7 @@ def extract(
                 + (f" ({failed_before} failed earlier; --retry-failed tries them again)" if failed_before else ""))
             if rank == 0:
                 store.write_manifest(run.path)
+                _mark_if_done(run)
             return ExtractResult(run, len(samples), cached, 0, {}, failed_before, 0, time.perf_counter() - t0)
 
         # on every rank: a refusal on one alone would hang the rest
@@ -237,12 +240,22 @@ def extract(
             torch.set_num_threads(threads_before)  # a caller that trains next keeps its own setting
         if dist is not None:
             dist.barrier()
-        if rank == 0:
+        if rank == 0:  # after the barrier: every rank's shards are closed, so rank 0 sees all the targets
             store.write_manifest(run.path)
+            _mark_if_done(run)
         return ExtractResult(run, len(samples), cached, extracted, failed, failed_before, batcher.frames_done,
                              time.perf_counter() - t0)
     finally:
         lock.release()
+
+
+def _mark_if_done(run: Run) -> None:
+    """Mark ``run`` complete when every video its splits asked for is stored or recorded failed (a run killed
+    earlier, or asked for a split another invocation is still extracting, stays unmarked)."""
+    counts = target_counts(run)
+    if counts["state"] == "complete" and counts["total"] > 0:
+        mark_complete(run, {"stored": counts["done"], "failed": counts["failed"], "videos": counts["total"],
+                            "splits": counts["splits"]})
 
 
 def _map_hw(backbones, cfg: ExtractConfig, layer: str) -> tuple[int, int]:

@@ -8,8 +8,8 @@ A run's state (docs/status.md):
   complete;
 - **stale**: it is out of date, for the reasons listed: its stage schema is older than this code's, its
   dataset root is gone, or an upstream run it read is gone, was re-made after it, or is itself stale;
-- **complete**: its stage finished (``complete.json``; for extract, every video its splits asked for is stored
-  or recorded as failed — the failures are counted apart);
+- **complete**: its stage finished: it wrote ``complete.json`` last (:mod:`actiontk.cache.lifecycle`) and, for
+  extract, every video its splits asked for is stored or recorded as failed (the failures are counted apart);
 - **partial**: started and not finished, with no process on it (killed, crashed): rerun the same command to
   resume it.
 """
@@ -187,18 +187,21 @@ def _describe(run: Run, schemas: dict[str, int]) -> RunStatus:
 
 def _describe_extract(run: Run, st: RunStatus) -> None:
     from actiontk.cache import features as store
-    from actiontk.cache.targets import extract_state
+    from actiontk.cache.targets import target_counts
 
     cfg = run.config
     bb = cfg.get("backbone", {})
     st.what = (f"{bb.get('backbone')} {'+'.join(bb.get('layers', []))} @{bb.get('size')}px {bb.get('weights_id')} "
                f"stride {cfg.get('frame_stride')}" + (f" grid {cfg['grid']}" if cfg.get("grid") else ""))
-    es = extract_state(run)
+    es = target_counts(run)
     st.split = ",".join(es["splits"])
     st.failed = es["failed"]
     st.progress = f"{es['done']}/{es['total']} videos" + (f", {es['failed']} failed" if es["failed"] else "")
-    if es["state"] == "complete" and es["total"] > 0:
+    if registry.is_complete(run):  # marked (complete.json) and every target stored or failed
         st.state = "complete"
+        return
+    if es["state"] == "complete" and es["total"] > 0:  # all stored, not marked: an extraction is on it
+        st.why = ["not marked complete yet"]
         return
     left = es["total"] - es["done"] - es["failed"]
     shards = store.shard_dir(run.path)
@@ -219,7 +222,7 @@ def _damage(damaged: dict[str, str], repair: str) -> str:
 
 def _describe_cubes(run: Run, st: RunStatus) -> None:
     from actiontk.cache import features as store
-    from actiontk.stages.upstream import completion, is_complete
+    from actiontk.cache.lifecycle import completion, is_complete
 
     st.what = f"from train-3d/{run.info.get('upstream', {}).get('train-3d', '?')[:16]}"
     index = store.load_index(run.path)
@@ -236,7 +239,7 @@ def _describe_cubes(run: Run, st: RunStatus) -> None:
 
 
 def _describe_training(run: Run, st: RunStatus) -> None:
-    from actiontk.stages.upstream import completion, is_complete
+    from actiontk.cache.lifecycle import completion, is_complete
 
     model, train = run.config.get("model", {}), run.config.get("train", {})
     epochs = train.get("epochs")

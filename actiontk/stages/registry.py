@@ -39,6 +39,8 @@ class Stage:
     trains: bool  # trained by actiontk.train.engine: TrainConfig options in its preset table, checkpoints
     predicts: bool  # writes test predictions that evaluate reads
     description: str  # one line, for listings
+    check: str | None = None  # "module:function(run) -> bool": what the stage adds to the completion rule
+    unmarked: str | None = None  # "module:function(run) -> bool": when a run without complete.json is complete
 
     def _module(self):
         return importlib.import_module(self.module)
@@ -62,21 +64,25 @@ class Stage:
         return getattr(self._module(), self.entry)
 
     def is_complete(self, run: Run) -> bool:
-        """Whether ``run`` finished: extract when every video its splits asked for (at least one) is stored or
-        failed; every other stage when it wrote ``complete.json`` last."""
-        if self.name == EXTRACT:
-            from actiontk.cache.targets import extract_state
+        """Whether ``run`` finished, by the one rule of :func:`actiontk.cache.lifecycle.is_complete`: it wrote
+        ``complete.json`` last, and the stage's own ``check`` (extract: every video its splits asked for is
+        stored or failed) agrees."""
+        from actiontk.cache.lifecycle import is_complete
 
-            state = extract_state(run)
-            return state["state"] == "complete" and state["total"] > 0
-        from actiontk.stages.upstream import is_complete
+        return is_complete(run, _function(self.check), _function(self.unmarked))
 
-        return is_complete(run)
+
+def _function(path: str | None) -> Callable[..., Any] | None:
+    if path is None:
+        return None
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage(EXTRACT, "actiontk.stages.extract", "ExtractConfig", "extract", (), "both", False, False,
-          "per-frame CNN feature maps of a dataset (HDF5 shards)"),
+          "per-frame CNN feature maps of a dataset (HDF5 shards)",
+          check="actiontk.cache.targets:all_stored", unmarked="actiontk.cache.targets:complete_unmarked"),
     Stage(TRAIN_3D, "actiontk.stages.train_3d", "Train3DConfig", "train_3d", (EXTRACT, TRAIN_LSTM, TRAIN_3D),
           "video", True, False, "the deeply supervised 3D convnet per feature level (reads the LSTM's attention "
           "and a previous round's weights in a regularized round)"),

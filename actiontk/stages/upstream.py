@@ -6,30 +6,15 @@ complete run of the stage before it (matching ``--dataset`` / ``--split`` when g
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-from actiontk.cache.runs import Run, atomic_write_json, list_runs, release_writer
+# the run lifecycle lives in actiontk.cache.lifecycle; these names stay here for the training stages that call
+# upstream.mark_complete / upstream.is_complete on their own runs (no check: a training run's mark decides)
+from actiontk.cache.lifecycle import COMPLETE, completion, is_complete, mark_complete  # noqa: F401
+from actiontk.cache.runs import Run, list_runs
+from actiontk.cache.targets import target_splits
 from actiontk.errors import UserError
-
-COMPLETE = "complete.json"  # written last by a stage that finished; holds its summary
-
-
-def mark_complete(run: Run, summary: dict) -> None:
-    atomic_write_json(run.path / COMPLETE, summary)
-    release_writer(run.path)  # the training lock (actiontk.train.engine.Trainer) is held until here
-
-
-def is_complete(run: Run) -> bool:
-    return (run.path / COMPLETE).is_file()
-
-
-def completion(run: Run) -> dict:
-    try:
-        return json.loads((run.path / COMPLETE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_dataset(run: Run) -> str | None:
@@ -41,10 +26,7 @@ def run_splits(run: Run) -> list[int]:
     inputs = run.info.get("inputs", {})
     if "split" in inputs:
         return [int(inputs["split"])]
-    try:
-        return sorted(int(k) for k in json.loads((run.path / "targets.json").read_text()))
-    except (OSError, ValueError):
-        return []
+    return target_splits(run.path)
 
 
 def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | None, run: str | Run | None,
