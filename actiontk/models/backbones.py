@@ -517,7 +517,17 @@ class FeatureBackbone(torch.nn.Module):
 
 # channels_last on the CPU, per family, measured with bench/memory_format.py (see docs/performance.md,
 # "Backbones"): True where it was faster than the contiguous layout on the machine of that table.
-CPU_CHANNELS_LAST: dict[str, bool] = {}
+CPU_CHANNELS_LAST: dict[str, bool] = {
+    # channels_last / contiguous frames/s, 224 px, batch 8, fp32, 2-core Xeon shared with other jobs
+    "vgg": True,  # 1.46 (vgg16 conv5_3)
+    "resnet": True,  # 1.32 (resnet50 layer4)
+    "convnext": True,  # 1.26 (features.7)
+    "efficientnet": True,  # 1.26 (efficientnet_b0 features.8)
+    "mobilenet_v3": True,  # 1.30 (mobilenet_v3_small features.12)
+    "regnet": False,  # 1.02 (regnet_y_400mf block4): within the noise
+    "vit": False,  # 0.89 (vit_b_16 encoder_layer_11): a single patch conv, then matmuls on tokens
+    "swin": False,  # 0.90 (swin_t features.7): channels-last already, by design
+}
 
 
 def memory_format(name: str, device: torch.device | str) -> torch.memory_format:
