@@ -362,6 +362,9 @@ def input_shape(name: str, size: int, frames: int | None = None) -> tuple[int, .
     return (1, 3, frames, size, size) if frames is not None else (1, 3, size, size)
 
 
+_TRACED: dict[tuple, torch.nn.Module] = {}  # meta-device graphs of this process, reused across sizes
+
+
 def dry_run(name: str, nodes: Sequence[str], size: int, frames: int | None = None) -> dict[str, Any]:
     """``{node: {"layout", "shape"} | {"error"}}`` at ``size`` (and clip length ``frames`` for video), from
     the disk cache or a meta-device run. ``shape`` is the map's shape without the batch: (C, h, w) or
@@ -376,8 +379,11 @@ def dry_run(name: str, nodes: Sequence[str], size: int, frames: int | None = Non
     from torchvision.models.feature_extraction import create_feature_extractor
 
     try:
-        model = build_model(name, size, meta=True)
-        body = create_feature_extractor(model, return_nodes={n: n for n in missing})
+        traced_key = (name, tuple(missing), size if size_kwargs(name, size) else None)
+        body = _TRACED.get(traced_key)
+        if body is None:  # a model built for one size (ViT, MaxViT) is traced again per size
+            model = build_model(name, size, meta=True)
+            body = _TRACED[traced_key] = create_feature_extractor(model, return_nodes={n: n for n in missing})
         out = body(torch.empty(input_shape(name, size, frames), device="meta"))
     except UserError:
         raise
