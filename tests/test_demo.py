@@ -65,9 +65,11 @@ def test_demo_runs_every_stage_and_writes_its_files(demo_dir):
     lstm = video.stages[5].run
     gap = image.stages[2].run
     for run in (lstm, gap):
-        for name in ("predictions.npz", "attention_samples.npz", "metrics.jsonl", "checkpoint.pt", "metrics.json",
-                     "complete.json"):
+        for name in ("predictions.npz", "attention_samples.npz", "metrics.jsonl", "checkpoint.pt", "complete.json"):
             assert (run / name).is_file(), (run, name)
+    evaluated = [p for p in (cache / "evaluate").iterdir() if (p / "metrics.json").is_file()]
+    assert len(evaluated) == 2 and all((p / "complete.json").is_file() for p in evaluated)  # runs of their own
+    assert video.report.parent.parent in evaluated and image.report.parent.parent in evaluated
     assert video.report is not None and video.report.is_file() and video.report.suffix == ".html"
     assert image.report is not None and image.report.is_file()
     assert "top1_vote" in video.summary and "mAP" in image.summary

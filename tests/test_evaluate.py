@@ -177,7 +177,10 @@ def test_evaluate_a_real_train_lstm_run(trained: Path, capsys):
     assert cli_run(["evaluate", "--cache", str(trained), "--report", "json", "--report", "html,md"]) == 0
     out, err = capsys.readouterr()
     assert f"newest training run with predictions: train-lstm/{run_dir.name}" in " ".join(err.split())
-    metrics_file = run_dir / "metrics.json"
+    eval_dir = only_run(trained, "evaluate")
+    key = json.loads((run_dir / "run.json").read_text())["key"]
+    assert json.loads((eval_dir / "run.json").read_text())["upstream"] == {"train-lstm": key}  # its own run
+    metrics_file = eval_dir / "metrics.json"
     assert out == metrics_file.read_text()  # --report json prints exactly metrics.json
     m = json.loads(out)
     stage_summary = json.loads((run_dir / "summary.json").read_text())
@@ -190,7 +193,7 @@ def test_evaluate_a_real_train_lstm_run(trained: Path, capsys):
     assert s["clip_accuracy_mean"] == pytest.approx(stage_summary["clip_accuracy_mean"])
     assert m["kind"] == "video" and m["counts"] == {"items": 6, "clips": 12, "classes": 6, "classes_with_items": 6}
     assert np.asarray(m["confusion"]).sum() == 6 and len(m["per_class"]) == 6
-    report = run_dir / "report"
+    report = eval_dir / "report"
     html = (report / "report.html").read_text()
     for needle in ('id="cm-canvas"', 'id="per-class" class="sortable"', 'alt="loss and accuracy per epoch"',
                    "Published figures", f"train-lstm/{run_dir.name}", "extract/", "cubes/", "train-3d/"):
@@ -325,7 +328,8 @@ def test_image_run(tmp_path: Path, capsys):
     assert m["summary"]["mean_class_accuracy"] == pytest.approx((1 / 2 + 1 + 1) / 3)
     # AP: class 0's positives rank 1st and 3rd (5/6), class 1's only positive ranks 2nd (1/2), class 2's 1st (1)
     assert m["summary"]["mAP"] == pytest.approx((5 / 6 + 1 / 2 + 1) / 3)
-    html = (run.path / "report" / "report.html").read_text()
+    eval_dir = only_run(tmp_path / "cache", "evaluate")
+    html = (eval_dir / "report" / "report.html").read_text()
     for needle in ("top-down (predicted class)", "bottom-up", "GAP-CNN + Pose", "31.6", "&lt;b&gt;cooking"):
         assert needle in html, needle
     ev = evaluate_run(run, log=lambda m: None)
@@ -393,3 +397,29 @@ def test_report_renders_in_chromium(evil_run: Run, tmp_path: Path):
     assert 'data-ready="1"' in dom  # the report's script ran to its end
     assert "<td>&lt;script&gt;alert(\"x\")&lt;/script&gt;</td>" in dom  # the class name is text in the table
     assert "<script>alert" not in dom
+
+
+def test_an_evaluate_run_is_listed_and_goes_stale_with_its_training_run(tmp_path: Path):
+    import shutil
+
+    from actiontk.stages.evaluate import evaluate_run
+    from actiontk.stages.lifecycle import inspect_runs
+
+    scores = np.array([[.8, .2], [.3, .7], [.6, .4]], np.float32)
+    files = {"predictions.npz": dict(classes=np.array(["a", "b"]), image_rel=np.array(["1.jpg", "2.jpg", "3.jpg"]),
+                                     image_label=np.array([0, 1, 1]), image_scores=scores)}
+    from actiontk.stages import registry
+
+    run = open_run(tmp_path / "cache", registry.TRAIN_GAP, registry.get(registry.TRAIN_GAP).schema, {"head": "gap"},
+                   inputs={"dataset": "mpii", "root": str(tmp_path), "split": 1})  # current: not stale itself
+    np.savez_compressed(run.path / "predictions.npz", **files["predictions.npz"])
+    upstream.mark_complete(run, {})
+    ev = evaluate_run(run, log=lambda m: None)
+    assert ev.out.path.parent == tmp_path / "cache" / "evaluate" and (ev.out.path / "metrics.json").is_file()
+    assert not (run.path / "metrics.json").exists()  # nothing is written into the training run
+    st = {s.run.stage: s for s in inspect_runs(tmp_path / "cache")}["evaluate"]
+    assert st.state == "complete" and st.progress == f"top-1 {2 / 3:.3f} mAP {ev.metrics['summary']['mAP']:.3f}"
+    assert evaluate_run(run, log=lambda m: None).out.path == ev.out.path  # the same key: the same run
+    shutil.rmtree(run.path)
+    st = {s.run.stage: s for s in inspect_runs(tmp_path / "cache")}["evaluate"]
+    assert st.state == "stale" and "is gone from the cache" in st.why[0] and st.removable

@@ -38,12 +38,12 @@ def run_evaluate(run: str | None, *, reports: list[str] | None, out: Path | None
         console.print(escape(message))
 
     ev = evaluate(resolve_cache_root(cache), run, log=log)
-    written = [ev.run.path / METRICS]
+    written = [ev.out.path / METRICS]
     html = None
     if "html" in formats or "md" in formats:
         from actiontk.report import build, write_html, write_markdown
 
-        target = out.expanduser() if out is not None else ev.run.path / "report"
+        target = out.expanduser() if out is not None else ev.out.path / "report"
         data = build(ev, log=log)
         if "html" in formats:
             html = write_html(data, target)

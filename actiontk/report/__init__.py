@@ -344,11 +344,11 @@ def report_signature(ev: Evaluation, formats: Sequence[str]) -> str:
 
 def write_run_reports(ev: Evaluation, formats: Sequence[str], *,
                       log: Callable[[str], None] = print) -> tuple[Path | None, bool]:
-    """The ``html`` / ``md`` reports of ``formats`` in the run's ``report/`` folder, unless the ones there were
+    """The ``html`` / ``md`` reports of ``formats`` in the evaluate run's ``report/`` folder, unless the ones there were
     rendered from the same inputs (:func:`report_signature`): (the first report, whether it was rendered now)."""
     from actiontk.cache.runs import atomic_write_text
 
-    out = ev.run.path / "report"
+    out = ev.out.path / "report"
     wanted = [out / name for fmt, name in (("html", "report.html"), ("md", "report.md")) if fmt in formats]
     signature = report_signature(ev, formats)
     stamp = out / REPORT_SIGNATURE

@@ -1,4 +1,5 @@
-"""``actiontk evaluate``: the metrics of a training run's test predictions, written to ``metrics.json``.
+"""``actiontk evaluate``: the metrics of a training run's test predictions, written to ``metrics.json`` in a run of
+its own (``<cache>/evaluate/<key>``, keyed by this stage's schema and the training run's key).
 
 Reads ``predictions.npz`` of a ``train-lstm`` run (video: per clip scores, per video labels) or a
 ``train-gap`` run (still images: per image labels and softmax scores) — the format is told apart by the
@@ -13,8 +14,8 @@ arrays the file holds — and computes with :mod:`actiontk.metrics`:
 
 When complete runs of the same stage exist for splits 1, 2 and 3 of the same dataset, with the same
 config all the way upstream (see :func:`config_signature`), the headline figures are also given per split
-with their mean ± standard deviation. The result goes to ``metrics.json`` in the run's folder; the
-reports (:mod:`actiontk.report`) are built from it.
+with their mean ± standard deviation. The result goes to ``metrics.json`` in the evaluate run, beside the
+``report/`` folder the reports (:mod:`actiontk.report`) built from it are written to.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import numpy as np
 
 from actiontk import __version__
 from actiontk import metrics as M
-from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs
+from actiontk.cache.lifecycle import mark_complete, unmark
+from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs, open_run
 from actiontk.errors import UserError
 from actiontk.stages import registry, upstream
 
@@ -355,13 +357,16 @@ def over_splits(run: Run, index: dict[str, Run], own_summary: dict[str, float | 
 
 @dataclass
 class Evaluation:
-    """An evaluated run: its predictions, what went to metrics.json, and where it came from."""
+    """An evaluated run: its predictions, what went to metrics.json, and where it came from. ``run`` is the
+    training run evaluated; ``out`` is the evaluate run (``<cache>/evaluate/<key>``) holding ``metrics.json``,
+    the ``report/`` folder and ``complete.json``."""
 
     run: Run
     cache_root: Path
     predictions: Predictions
     metrics: dict[str, Any]
     provenance: list[dict[str, Any]]
+    out: Run
 
     @property
     def kind(self) -> str:
@@ -381,8 +386,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def open_evaluation(cache_root: Path, run: Run) -> Run:
+    """The evaluate run of the training run ``run``: keyed by this stage's schema and ``run``'s key."""
+    inputs = run.info.get("inputs", {})
+    return open_run(cache_root, registry.EVALUATE, SCHEMA, {}, upstream={run.stage: run.key},
+                    inputs={"dataset": inputs.get("dataset"), "split": inputs.get("split")})
+
+
 def evaluate_run(run: Run, *, log: Callable[[str], None] = print) -> Evaluation:
-    """Compute the metrics of ``run`` and write them to ``metrics.json`` in its folder."""
+    """Compute the metrics of the training run ``run`` and write them to ``metrics.json`` in its evaluate run,
+    marked complete with the headline figures."""
     cache_root = run.path.parent.parent  # runs live at <cache root>/<stage>/<key[:16]>
     pred = load_predictions(run.path / PREDICTIONS)
     body = compute_metrics(pred)
@@ -401,8 +414,11 @@ def evaluate_run(run: Run, *, log: Callable[[str], None] = print) -> Evaluation:
         "over_splits": over_splits(run, index, body["summary"], log),
     }
     metrics = _json_ready(metrics)
-    atomic_write_text(run.path / METRICS, metrics_text(metrics))
-    return Evaluation(run, cache_root, pred, metrics, provenance(run, index))
+    out = open_evaluation(cache_root, run)
+    unmark(out)  # metrics.json is rewritten (the mean over splits may have changed); complete.json comes last
+    atomic_write_text(out.path / METRICS, metrics_text(metrics))
+    mark_complete(out, {"kind": pred.kind, **metrics["summary"]})
+    return Evaluation(run, cache_root, pred, metrics, provenance(run, index), out)
 
 
 def evaluate(cache_root: Path, name: str | None, *, log: Callable[[str], None] = print) -> Evaluation:

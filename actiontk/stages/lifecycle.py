@@ -178,6 +178,8 @@ def _describe(run: Run, schemas: dict[str, int]) -> RunStatus:
             _describe_extract(run, st)
         elif run.stage == registry.CUBES:
             _describe_cubes(run, st)
+        elif run.stage == registry.EVALUATE:
+            _describe_evaluate(run, st)
         else:
             _describe_training(run, st)
     except (KeyError, TypeError, ValueError, AttributeError) as e:  # e.g. a run.json of another version: keep it
@@ -259,8 +261,6 @@ def _describe_training(run: Run, st: RunStatus) -> None:
         st.state = "complete"
         summary = completion(run)
         st.progress = f"{epochs}/{epochs} epochs" + _accuracy(summary)
-        if (run.path / "metrics.json").is_file():
-            st.progress += ", evaluated"
         return
     done = 0
     if (run.path / CHECKPOINT).is_file():  # epochs past the checkpoint are dropped when the run resumes
@@ -269,6 +269,20 @@ def _describe_training(run: Run, st: RunStatus) -> None:
     st.progress = f"epoch {done}/{epochs}"
     st.why = ["training not finished" if not epochs or done < epochs else
               ("cubes not written" if run.stage == registry.TRAIN_3D else "predictions not written")]
+
+
+def _describe_evaluate(run: Run, st: RunStatus) -> None:
+    from actiontk.cache.lifecycle import completion, is_complete
+
+    st.what = "of " + ", ".join(f"{stage}/{key[:16]}" for stage, key in sorted(run.info.get("upstream", {}).items()))
+    if is_complete(run):
+        st.state = "complete"
+        summary = completion(run)
+        top1 = summary.get("top1_vote", summary.get("top1"))
+        st.progress = ("" if top1 is None else f"top-1 {top1:.3f}") + (
+            f" mAP {summary['mAP']:.3f}" if summary.get("mAP") is not None else "")
+        return
+    st.why = ["metrics not written"]
 
 
 def _accuracy(summary: dict) -> str:

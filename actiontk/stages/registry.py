@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from actiontk.cache.runs import Run
 
 EXTRACT, TRAIN_3D, CUBES, TRAIN_LSTM, TRAIN_GAP = "extract", "train-3d", "cubes", "train-lstm", "train-gap"
+EVALUATE = "evaluate"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           True, True, "the joint attention LSTM on cubes (or on feature maps), test predictions and attention"),
     Stage(TRAIN_GAP, "actiontk.stages.train_gap", "TrainGAPConfig", "train_gap", (EXTRACT,), "image", True, True,
           "the attentional pooling head on cached maps or end to end, test predictions"),
+    Stage(EVALUATE, "actiontk.stages.evaluate", None, "evaluate", (TRAIN_LSTM, TRAIN_GAP), "both", False, False,
+          "the metrics of a training run's test predictions (metrics.json) and its reports"),
 )}
 
 ORDER: tuple[str, ...] = tuple(STAGES)  # pipeline order, as status lists runs
