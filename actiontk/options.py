@@ -68,17 +68,8 @@ def _class_source(config: str | type) -> tuple[str, str]:
     module, _, name = config.partition(":")
     if not name:
         raise ValueError(f"config reference {config!r} is not module:Class")
-    loaded = sys.modules.get(module)
-    if loaded is not None and getattr(loaded, "__file__", None):
-        path = Path(loaded.__file__)
-    elif module.split(".")[0] == "actiontk":  # next to this file: importing even a parent package could cost
-        path = Path(__file__).resolve().parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
-    else:
-        spec = importlib.util.find_spec(module)  # imports the parent packages only
-        if spec is None or not spec.origin:
-            raise ValueError(f"{config!r}: no module {module}")
-        path = Path(spec.origin)
-    text = path.read_text(encoding="utf-8")
+    path = _module_path(module)
+    text = _module_text(module)
     # Parse only the class body: the whole of a large module costs tens of milliseconds on every invocation.
     start = re.search(rf"^class {re.escape(name)}\b", text, flags=re.MULTILINE)
     if start is None:
@@ -92,15 +83,42 @@ def _class_source(config: str | type) -> tuple[str, str]:
     return chunk, name
 
 
+def _module_path(module: str) -> Path:
+    """The source file of ``module``, found without importing it."""
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__file__", None):
+        path = Path(loaded.__file__)
+    elif module.split(".")[0] == "actiontk":  # next to this file: importing even a parent package could cost
+        path = Path(__file__).resolve().parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    else:
+        spec = importlib.util.find_spec(module)  # imports the parent packages only
+        if spec is None or not spec.origin:
+            raise ValueError(f"no module {module}")
+        path = Path(spec.origin)
+    return path
+
+
+def _module_text(module: str) -> str:
+    return _module_path(module).read_text(encoding="utf-8")
+
+
 @functools.cache
 def field_docs(config: str | type) -> dict[str, FieldDoc]:
-    """Every annotated field of the class, in order, with the string literal that follows it (litgpt's way)."""
+    """Every annotated field of the class, in order, with the string literal that follows it (litgpt's way).
+
+    Fields inherited from a base class come first, in the base's order (as :func:`dataclasses.fields` lists
+    them), with the base's docstrings: a stage config that extends a model config documents only its own fields.
+    """
     source, name = _class_source(config)
     cls = next((node for node in ast.walk(ast.parse(source))
                 if isinstance(node, ast.ClassDef) and node.name == name), None)
     if cls is None:
         raise ValueError(f"no class {name} in the source of {config!r}")
     out: dict[str, FieldDoc] = {}
+    for base in reversed(cls.bases):  # like the MRO of single or simple multiple inheritance: first base wins
+        ref = _base_ref(config, base)
+        if ref is not None:
+            out.update(field_docs(ref))
     body = cls.body
     for i, node in enumerate(body):
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
@@ -110,8 +128,37 @@ def field_docs(config: str | type) -> dict[str, FieldDoc]:
         if (isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
                 and isinstance(nxt.value.value, str)):
             doc = " ".join(nxt.value.value.split())
+        if node.target.id in out and not doc:  # a re-declared field keeps its place and, if it has none, its doc
+            doc = out[node.target.id].doc
         out[node.target.id] = FieldDoc(node.target.id, ast.unparse(node.annotation), doc)
     return out
+
+
+def _base_ref(config: str | type, base: ast.expr) -> str | type | None:
+    """The base class ``base`` (an expression of ``config``'s class statement) as a reference :func:`field_docs`
+    reads: the class itself when ``config`` is one, else "module:Class" from the module's top-level imports (or
+    the same module). None for ``object`` and for bases that are not plain names (``Generic[T]``)."""
+    if not isinstance(base, ast.Name) or base.id == "object":
+        return None
+    if isinstance(config, type):
+        found = next((b for b in config.__bases__ if b.__name__ == base.id), None)
+        return found if found is not None and found is not object else None
+    module = config.partition(":")[0]
+    source = _module_text(module)
+    # Top-level "from X import A, B as C" statements (one line or parenthesized over several).
+    for match in re.finditer(r"^from[ \t]+\.*[\w.]*[ \t]+import[ \t]+(?:\([^)]*\)|[^\n]*)", source, re.MULTILINE):
+        node = ast.parse(match.group(0)).body[0]
+        assert isinstance(node, ast.ImportFrom)
+        for alias in node.names:
+            if (alias.asname or alias.name) == base.id:
+                origin = node.module or ""
+                if node.level:  # relative to the module's package
+                    package = module.split(".")[: len(module.split(".")) - node.level]
+                    origin = ".".join([*package, *([node.module] if node.module else [])])
+                return f"{origin}:{alias.name}"
+    if re.search(rf"^class {re.escape(base.id)}\b", source, flags=re.MULTILINE):
+        return f"{module}:{base.id}"
+    return None  # a base we cannot read without importing (e.g. a builtin): it adds no documented fields
 
 
 def _python_type(annotation: str) -> tuple[Any, bool]:

@@ -43,12 +43,12 @@ from cpuclock import cpu_busy_seconds  # bench/ is on sys.path when a script her
 class NaiveJointCell(nn.Module):
     """The joint cell's equations as written in the paper: separate matrices per input k and gate, loops over k."""
 
-    def __init__(self, config: JointLSTMConfig) -> None:
+    def __init__(self, config: JointLSTMConfig, in_channels: list[int], grid: tuple[int, int]) -> None:
         super().__init__()
-        self.config = config
+        self.config, self.in_channels, self.grid = config, in_channels, grid
         hid = config.hidden
-        sizes = config.input_sizes
-        self.att = nn.Linear(hid, config.grid[0] * config.grid[1], bias=False)  # W_att
+        sizes = [config.regions * c for c in in_channels]
+        self.att = nn.Linear(hid, grid[0] * grid[1], bias=False)  # W_att
         # Per input k and gate g in i, f, o: sub-gate W_xgk (with b_gk), W_hgk, and the final gate's W_ggk.
         self.sub_x = nn.ModuleList(nn.ModuleDict({g: nn.Linear(d, hid) for g in "ifo"}) for d in sizes)
         self.sub_h = nn.ModuleList(nn.ModuleDict({g: nn.Linear(hid, hid, bias=False) for g in "ifo"}) for _ in sizes)
@@ -66,7 +66,7 @@ class NaiveJointCell(nn.Module):
         self.att.weight.copy_(w["W_att"])
         self.cand_h.weight.copy_(w["W_hc"])
         self.cand_h.bias.copy_(w["b_c"])
-        for k0 in range(len(self.config.in_channels)):
+        for k0 in range(len(self.in_channels)):
             k = k0 + 1
             for g in "ifo":
                 self.sub_x[k0][g].weight.copy_(w[f"W_x{g}{k}"])
@@ -83,7 +83,7 @@ class NaiveJointCell(nn.Module):
         """Pyramid pooling of one input ``(B, C, H, W)`` region by region: ``-> (B, R*C)``."""
         flat = fmap.flatten(2)  # (B, C, H*W)
         vectors = []
-        for inside in pyramid_regions(*self.config.grid, pyramid=self.config.pyramid, device=fmap.device):
+        for inside in pyramid_regions(*self.grid, pyramid=self.config.pyramid, device=fmap.device):
             a = att[:, inside]  # (B, n)
             a = a / a.sum(dim=1, keepdim=True)
             vectors.append((flat[:, :, inside] * a.unsqueeze(1)).sum(dim=2))  # (B, C)
@@ -111,10 +111,11 @@ class NaiveJointCell(nn.Module):
 class NaiveJointLSTM(nn.Module):
     """:class:`NaiveJointCell` unrolled, with the same upper layers and classifier as ``JointAttentionLSTM``."""
 
-    def __init__(self, config: JointLSTMConfig) -> None:
+    def __init__(self, config: JointLSTMConfig, in_channels: list[int], grid: tuple[int, int], classes: int) -> None:
         super().__init__()
-        self.cell = NaiveJointCell(config)
-        ref = JointAttentionLSTM(config)  # borrow the upper layers' and classifier's construction
+        self.cell = NaiveJointCell(config, in_channels, grid)
+        # borrow the upper layers' and classifier's construction
+        ref = JointAttentionLSTM(config, in_channels, grid, classes)
         self.drop, self.upper, self.classifier = ref.drop, ref.upper, ref.classifier
 
     def forward(self, xs: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -134,11 +135,11 @@ class NaiveJointLSTM(nn.Module):
 class PlainLSTM(nn.Module):
     """A stacked ``nn.LSTM`` and a per-step classifier on already pooled inputs ``(B, T, D)``."""
 
-    def __init__(self, inputs: int, config: JointLSTMConfig) -> None:
+    def __init__(self, inputs: int, config: JointLSTMConfig, classes: int) -> None:
         super().__init__()
         self.lstm = nn.LSTM(inputs, config.hidden, num_layers=config.layers, batch_first=True, dropout=config.dropout)
         self.drop = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.hidden, config.num_classes)
+        self.classifier = nn.Linear(config.hidden, classes)
 
     def forward(self, x: Tensor) -> tuple[Tensor, None]:
         h, _ = self.lstm(x)  # (B, T, hidden)
@@ -199,21 +200,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    cfg = JointLSTMConfig(
-        [args.channels] * args.inputs,
-        args.classes,
-        grid=(args.grid, args.grid),
-        hidden=args.hidden,
-        layers=args.layers,
-        fusion=args.fusion,
-    )
+    cfg = JointLSTMConfig(hidden=args.hidden, layers=args.layers, fusion=args.fusion)
+    shape = ([args.channels] * args.inputs, (args.grid, args.grid), args.classes)  # in_channels, grid, classes
     maps = [torch.randn(args.batch, args.steps, args.channels, args.grid, args.grid, device=device).relu()
             for _ in range(args.inputs)]  # K x (B, T, C, G, G)
-    pooled = torch.randn(args.batch, args.steps, sum(cfg.input_sizes), device=device)  # (B, T, 5 K C)
+    pooled = torch.randn(args.batch, args.steps, cfg.regions * sum(shape[0]), device=device)  # (B, T, 5 K C)
     target = torch.randint(args.classes, (args.batch, args.steps), device=device)
 
-    joint = JointAttentionLSTM(cfg).to(device)
-    naive = NaiveJointLSTM(cfg).to(device)
+    joint = JointAttentionLSTM(cfg, *shape).to(device)
+    naive = NaiveJointLSTM(cfg, *shape).to(device)
     naive.cell.load_from(joint)
     if joint.upper is not None:
         naive.upper.load_state_dict(joint.upper.state_dict())
@@ -225,12 +220,11 @@ def main(argv: list[str] | None = None) -> None:
         diff = (joint(short)[0] - naive(short)[0]).abs().max().item()
     joint.train()
     naive.train()
-    unbatched_cfg = JointLSTMConfig(**{**vars(cfg), "batched_weight_grad": False})
-    unbatched = JointAttentionLSTM(unbatched_cfg).to(device)
+    unbatched = JointAttentionLSTM(cfg, *shape, batched_weight_grad=False).to(device)
     unbatched.load_state_dict(joint.state_dict())
     models = {
         "joint": (joint, maps),
-        "lstm": (PlainLSTM(pooled.shape[-1], cfg).to(device), pooled),
+        "lstm": (PlainLSTM(pooled.shape[-1], cfg, args.classes).to(device), pooled),
         "naive": (naive, maps),
         "joint-unbatched": (unbatched, maps),
     }

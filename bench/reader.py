@@ -61,8 +61,7 @@ def reader_rate(ds: ClipDataset, workers: int, batch: int, seconds: float) -> fl
 
 def model_rate(ds: ClipDataset, hidden: int, batch: int, steps: int) -> float:
     grid = ds.reader.layers()[LEVELS[0]][1:]
-    model = JointAttentionLSTM(JointLSTMConfig(in_channels=[256, 256], num_classes=10, grid=tuple(grid),
-                                               hidden=hidden, layers=3))
+    model = JointAttentionLSTM(JointLSTMConfig(hidden=hidden, layers=3), [256, 256], tuple(grid), 10)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     b = collate_clips([ds[i] for i in range(batch)])
     xs = [b["x"][lv] for lv in LEVELS]

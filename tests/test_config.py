@@ -120,3 +120,72 @@ def test_an_integer_for_a_number_is_a_float(tmp_path: Path):
 def test_a_directory_given_as_config(tmp_path: Path, capsys):
     assert run(["extract", "toy", "--root", str(tmp_path), "--config", str(tmp_path)]) == 2
     assert "config file not found" in error_line(capsys)
+
+
+# -- one declaration per model option; the run keys they make -----------------------------------------------------
+
+STAGE_MODEL = [  # (stage config, the model config it extends)
+    ("actiontk.stages.train_3d:Train3DConfig", "actiontk.models.configs:Conv3DConfig"),
+    ("actiontk.stages.train_lstm:TrainLSTMConfig", "actiontk.models.configs:JointLSTMConfig"),
+    ("actiontk.stages.train_gap:TrainGAPConfig", "actiontk.models.configs:GAPConfig"),
+]
+
+
+def _cls(ref: str) -> type:
+    import importlib
+
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("stage_ref, model_ref", STAGE_MODEL)
+def test_each_model_option_is_declared_once_in_the_model_config(stage_ref, model_ref):
+    import dataclasses
+
+    from actiontk.options import field_docs
+
+    stage, model = _cls(stage_ref), _cls(model_ref)
+    assert issubclass(stage, model)
+    model_fields = [f.name for f in dataclasses.fields(model)]
+    own = set(vars(stage).get("__annotations__", {}))
+    assert not own & set(model_fields), f"{stage.__name__} re-declares {sorted(own & set(model_fields))}"
+    # what the data decides is an argument of the model, not an option a preset or the CLI could set
+    assert not {"in_channels", "num_classes", "grid", "joints"} & set(model_fields)
+    # the CLI reads every option, inherited ones with the model config's docstring
+    docs = field_docs(stage_ref)
+    assert list(docs) == [f.name for f in dataclasses.fields(stage)]
+    assert all(docs[name].doc == field_docs(model_ref)[name].doc != "" for name in model_fields)
+
+
+def test_a_bad_model_option_in_a_preset_is_one_line_naming_it(tmp_path: Path, capsys):
+    config = write(tmp_path / "bad.toml", "[train-3d]\ntemporal_kernel = 2\n")
+    assert run(["train-3d", "--cache", str(tmp_path), "--dataset", "toy", "--config", str(config)]) == 2
+    assert "--temporal-kernel must be 3 (3D convnet) or 1 (2D convnet), got 2" in error_line(capsys)
+
+
+# The model part of the run keys of the toy presets, as they were before the stage configs extended the model
+# configs: a field renamed, lost or added would change these keys and orphan every cached run.
+TOY_MODEL_KEYS = {
+    ("toy", "train-3d"): {
+        "att_lambda": 1000.0, "channels": 64, "clip_len": 16, "clip_stride": 8, "dropout": 0.5, "hidden": 64,
+        "levels": None, "over_time": "sum", "standardize": True, "temporal_center": True, "temporal_kernel": 3},
+    ("toy", "train-lstm"): {
+        "att_lambda": 0.0, "attention_samples": 24, "clip_len": 16, "clip_stride": 8, "dropout": 0.5,
+        "fusion": "early", "hidden": 256, "last": 8, "layers": 3, "levels": None, "over_time": "sum", "pyramid": True},
+    ("toy-mpii", "train-gap"): {
+        "attention_samples": 24, "depth": None, "dropout": 0.3, "finetune": False, "form": "activations",
+        "head": "gap", "layer": "layer4", "pose": True, "pose_attention": True, "pose_weight": 1e-06,
+        "pose_width": 128, "sigma": 1.0, "standardize": True, "width": 256},
+}
+
+
+@pytest.mark.parametrize("dataset, section", list(TOY_MODEL_KEYS))
+def test_the_toy_presets_key_their_runs_as_before(dataset, section):
+    import dataclasses
+
+    from actiontk.stages.common import resolve_stage_configs
+
+    stage_ref = {"train-3d": STAGE_MODEL[0][0], "train-lstm": STAGE_MODEL[1][0], "train-gap": STAGE_MODEL[2][0]}
+    cfg, _ = resolve_stage_configs(dataset, section, _cls(stage_ref[section]), None, {})
+    key = cfg.key() if section == "train-gap" else dataclasses.asdict(cfg)  # what the stage puts in its run key
+    assert key == TOY_MODEL_KEYS[(dataset, section)]

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_level(in_channels: int = C, dropout: float = 0.5) -> LevelConv3D:
-    return LevelConv3D(Conv3DConfig(in_channels, K, channels=16, hidden=32, dropout=dropout))
+    return LevelConv3D(Conv3DConfig(channels=16, hidden=32, dropout=dropout), in_channels, K)
 
 
 @pytest.mark.parametrize("hw", [(4, 4), (5, 5), (5, 4), (1, 5)])
@@ -78,12 +78,12 @@ def test_bad_inputs_are_rejected() -> None:
     with pytest.raises(ValueError, match="chunk"):
         level.cubes_chunked(torch.rand(1, T, C, 4, 4), chunk=0)
     with pytest.raises(ValueError, match="dropout"):
-        Conv3DConfig(C, K, dropout=1.0)
+        Conv3DConfig(dropout=1.0)
 
 
 def test_multilevel_forward_and_loss() -> None:
     torch.manual_seed(0)
-    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32)
+    model = MultiLevel3D(Conv3DConfig(channels=16, hidden=32), {"pool4": 8, "conv5_3": 6}, K)
     xs = {"pool4": torch.rand(B, T, 8, 4, 4), "conv5_3": torch.rand(B, T, 6, 4, 4)}
     cubes, logits = model(xs)
     assert {k: tuple(v.shape) for k, v in cubes.items()} == {"pool4": (B, T, 16, 4, 4), "conv5_3": (B, T, 16, 4, 4)}
@@ -100,7 +100,7 @@ def test_multilevel_forward_and_loss() -> None:
 
 def test_deep_supervision_loss_decreases_when_overfitting_a_tiny_batch() -> None:
     torch.manual_seed(0)
-    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32, dropout=0.0)
+    model = MultiLevel3D(Conv3DConfig(channels=16, hidden=32, dropout=0.0), {"pool4": 8, "conv5_3": 6}, K)
     # Each clip gets its own per-channel offset, so that the head's spatio-temporal average can tell them apart.
     levels = {"pool4": 8, "conv5_3": 6}
     xs = {name: torch.randn(4, 1, c, 1, 1) + 0.3 * torch.randn(4, 4, c, 4, 4) for name, c in levels.items()}
@@ -177,7 +177,7 @@ def _printed_loss_by_hand(logits: dict, cubes: dict, att: torch.Tensor, y: torch
 @pytest.mark.parametrize("lam", [0.0, 1000.0])
 def test_printed_3d_loss_equals_a_direct_computation(lam: float) -> None:
     torch.manual_seed(1)
-    model = MultiLevel3D.build({"pool4": 8, "conv5_3": 6}, num_classes=K, channels=16, hidden=32, dropout=0.0)
+    model = MultiLevel3D(Conv3DConfig(channels=16, hidden=32, dropout=0.0), {"pool4": 8, "conv5_3": 6}, K)
     xs = {"pool4": torch.rand(B, T, 8, 3, 2), "conv5_3": torch.rand(B, T, 6, 3, 2)}
     cubes, logits = model(xs)
     att = torch.softmax(torch.randn(B, T, 6), -1)
@@ -194,12 +194,12 @@ def test_printed_3d_loss_equals_a_direct_computation(lam: float) -> None:
 def test_two_d_convnet_sees_one_frame_at_a_time() -> None:
     # temporal_kernel=1 (the paper's 2D-convnet ablation): changing frame 0 leaves the other frames' cubes alone
     torch.manual_seed(0)
-    level = LevelConv3D(Conv3DConfig(C, K, channels=8, hidden=8, temporal_kernel=1)).eval()
+    level = LevelConv3D(Conv3DConfig(channels=8, hidden=8, temporal_kernel=1), C, K).eval()
     x = torch.rand(1, T, C, 3, 3)
     y = x.clone()
     y[:, 0] += 1.0
     a, b = level.cubes(x), level.cubes(y)
     assert max_diff(a[:, 1:], b[:, 1:]) == 0.0
     assert max_diff(a[:, :1], b[:, :1]) > 0.0
-    three_d = LevelConv3D(Conv3DConfig(C, K, channels=8, hidden=8)).eval()
+    three_d = LevelConv3D(Conv3DConfig(channels=8, hidden=8), C, K).eval()
     assert max_diff(three_d.cubes(x)[:, 1], three_d.cubes(y)[:, 1]) > 0.0  # the 3D kernel does see frame 0

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def make_head(head: str = "gap", **kw) -> GAPHead:
     kw = {"width": 16, "pose_width": 6, "dropout": 0.0, **kw}
-    return GAPHead(GAPConfig(F_IN, K, head=head, **kw))
+    return GAPHead(GAPConfig(head=head, **kw), F_IN, K)
 
 
 # (head, depth, pose, pose_attention): every head, every depth 0..3 of gap, pose on/off, both pose attentions.
@@ -96,24 +96,25 @@ def test_depth_is_the_number_of_hidden_bottomup_layers(depth: int) -> None:
 
 
 def test_default_depths_and_rejected_configs() -> None:
-    assert GAPConfig(F_IN, K).depth == 3
-    assert GAPConfig(F_IN, K, head="attn").depth == 0
-    assert GAPConfig(F_IN, K, head="mean").depth is None
-    assert GAPConfig(2048, 393).bottomup_widths == [4096, 2048, 1024]
-    assert GAPConfig(F_IN, K).dropout == 0.8
+    # depth stays as given (it keys the run); the depth built is bottomup_depth
+    assert GAPConfig().depth is None and GAPConfig().bottomup_depth == 3
+    assert GAPConfig(head="attn").bottomup_depth == 0
+    assert GAPConfig(head="mean").bottomup_depth is None
+    assert GAPConfig().bottomup_widths == [4096, 2048, 1024]
+    assert GAPConfig().dropout == 0.8
     assert PAPER_POSE_WEIGHT == 1e-6
     with pytest.raises(ValueError, match="depth must be 0 for head 'attn'"):
-        GAPConfig(F_IN, K, head="attn", depth=2)
+        GAPConfig(head="attn", depth=2)
     with pytest.raises(ValueError, match="depth must be None for head 'mean'"):
-        GAPConfig(F_IN, K, head="mean", depth=0)
-    with pytest.raises(ValueError, match="head must be one of"):
-        GAPConfig(F_IN, K, head="max")
+        GAPConfig(head="mean", depth=0)
+    with pytest.raises(ValueError, match="head must be mean, attn or gap"):
+        GAPConfig(head="max")
     with pytest.raises(ValueError, match="width 2 is too small for depth 3"):
-        GAPConfig(F_IN, K, depth=3, width=2)
+        GAPConfig(depth=3, width=2)
     with pytest.raises(ValueError, match="dropout"):
-        GAPConfig(F_IN, K, dropout=1.0)
+        GAPConfig(dropout=1.0)
     with pytest.raises(ValueError, match="depth must be an integer >= 0"):
-        GAPConfig(F_IN, K, depth=-1)
+        GAPConfig(depth=-1)
     assert make_head("mean").bottomup is None
 
 
@@ -337,7 +338,7 @@ def test_gap_head_fits_class_dependent_maps() -> None:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     x, labels = class_blob_maps(96, 6, 16, 6, gen)
-    model = GAPHead(GAPConfig(16, 6, head="gap", depth=2, width=32, dropout=0.1)).train()
+    model = GAPHead(GAPConfig(head="gap", depth=2, width=32, dropout=0.1), 16, 6).train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     start = time.perf_counter()
     for _ in range(300):
@@ -359,7 +360,7 @@ def test_gap_head_fits_class_dependent_maps() -> None:
 def test_pose_is_a_loss_term_only_by_default() -> None:
     # Sec. III: the default head with pose has no pose input to its scores; the pose loss still trains the branch.
     torch.manual_seed(0)
-    model = GAPHead(GAPConfig(F_IN, K, head="gap", depth=2, width=16, pose=True, pose_width=6, dropout=0.0))
+    model = GAPHead(GAPConfig(head="gap", depth=2, width=16, pose=True, pose_width=6, dropout=0.0), F_IN, K)
     assert model.config.pose_attention is False
     assert model.bottomup[0].in_channels == F_IN  # the bottom-up stack reads X, not pose features
     x = torch.rand(B, F_IN, 4, 4)

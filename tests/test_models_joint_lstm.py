@@ -33,9 +33,26 @@ def make_inputs(grid: tuple[int, int], channels=CHANNELS, dtype=torch.float32, s
     return [torch.rand(B, steps, c, *grid, dtype=dtype) for c in channels]
 
 
-def make_config(grid=(4, 4), **kw) -> JointLSTMConfig:
+def _parts(kw: dict) -> tuple[JointLSTMConfig, list[int], dict]:
+    """(architecture, input channels, the modules' switches) from one set of keywords."""
     kw = {"hidden": HID, "layers": 1, "dropout": 0.0, **kw}
-    return JointLSTMConfig(kw.pop("in_channels", list(CHANNELS)), NCLS, grid=grid, **kw)
+    channels = kw.pop("in_channels", list(CHANNELS))
+    switches = {k: kw.pop(k) for k in ("subgate_activation", "batched_weight_grad") if k in kw}
+    return JointLSTMConfig(**kw), channels, switches
+
+
+def make_config(grid=(4, 4), **kw) -> JointLSTMConfig:
+    return _parts(kw)[0]
+
+
+def make_cell(grid=(4, 4), **kw) -> JointAttentionCell:
+    cfg, channels, switches = _parts(kw)
+    return JointAttentionCell(cfg, channels, grid, **switches)
+
+
+def make_lstm(grid=(4, 4), **kw) -> JointAttentionLSTM:
+    cfg, channels, switches = _parts(kw)
+    return JointAttentionLSTM(cfg, channels, grid, NCLS, **switches)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -50,7 +67,7 @@ GRIDS = [(4, 4), (5, 5), (5, 4), (1, 5), (4, 1)]
 )
 def test_shapes_no_nan_and_every_parameter_gets_a_gradient(fusion, layers, pyramid, grid) -> None:
     torch.manual_seed(0)
-    model = JointAttentionLSTM(make_config(grid, fusion=fusion, layers=layers, pyramid=pyramid, dropout=0.5))
+    model = make_lstm(grid, fusion=fusion, layers=layers, pyramid=pyramid, dropout=0.5)
     model.train()
     logits, att = model(make_inputs(grid))
     assert logits.shape == (B, T, NCLS)
@@ -67,7 +84,7 @@ def test_shapes_no_nan_and_every_parameter_gets_a_gradient(fusion, layers, pyram
 
 def test_first_attention_is_uniform() -> None:
     torch.manual_seed(0)
-    model = JointAttentionLSTM(make_config((5, 4)))
+    model = make_lstm((5, 4))
     _, att = model(make_inputs((5, 4)))
     torch.testing.assert_close(att[:, 0], torch.full((B, 20), 1 / 20))
     assert max_diff(att[:, 1], att[:, 0]) > 1e-4, "later steps should attend non-uniformly"
@@ -76,9 +93,8 @@ def test_first_attention_is_uniform() -> None:
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_batched_weight_gradients_equal_plain_autograd(fusion: str) -> None:
     torch.manual_seed(0)
-    cfg = make_config((5, 4), fusion=fusion, layers=2)
-    batched = JointAttentionLSTM(cfg).double()
-    plain = JointAttentionLSTM(JointLSTMConfig(**{**vars(cfg), "batched_weight_grad": False})).double()
+    batched = make_lstm((5, 4), fusion=fusion, layers=2).double()
+    plain = make_lstm((5, 4), fusion=fusion, layers=2, batched_weight_grad=False).double()
     plain.load_state_dict(batched.state_dict())
     xs = [x.requires_grad_(True) for x in make_inputs((5, 4), dtype=torch.float64)]
     grads = []
@@ -97,7 +113,7 @@ def test_batched_weight_gradients_equal_plain_autograd(fusion: str) -> None:
 
 def test_batched_weight_gradients_with_retain_graph_accumulate() -> None:
     torch.manual_seed(0)
-    model = JointAttentionLSTM(make_config((4, 4))).double()
+    model = make_lstm((4, 4)).double()
     logits, _ = model(make_inputs((4, 4), dtype=torch.float64))
     loss = logits.square().sum()
     loss.backward(retain_graph=True)
@@ -109,7 +125,7 @@ def test_batched_weight_gradients_with_retain_graph_accumulate() -> None:
 
 def test_inference_without_grad() -> None:
     torch.manual_seed(0)
-    model = JointAttentionLSTM(make_config((4, 4), layers=3)).eval()
+    model = make_lstm((4, 4), layers=3).eval()
     xs = make_inputs((4, 4))
     with torch.no_grad():
         a = model(xs)[0]
@@ -118,7 +134,7 @@ def test_inference_without_grad() -> None:
 
 
 def test_bad_inputs_and_options_are_rejected() -> None:
-    model = JointAttentionLSTM(make_config((4, 4)))
+    model = make_lstm((4, 4))
     with pytest.raises(ValueError, match="grid"):
         model(make_inputs((5, 4)))
     with pytest.raises(ValueError, match="input 1"):
@@ -128,7 +144,7 @@ def test_bad_inputs_and_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="fusion"):
         make_config(fusion="middle")
     with pytest.raises(ValueError, match="subgate_activation"):
-        make_config(subgate_activation="relu")
+        make_cell(subgate_activation="relu")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -204,7 +220,7 @@ def test_spatial_pyramid_pool_quadrant_without_mass_is_uniform() -> None:
 @pytest.mark.parametrize("grid", [(4, 4), (5, 3), (1, 5)])
 def test_region_attention_sums_to_one_inside_each_region(grid: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    cell = JointAttentionCell(make_config(grid))
+    cell = make_cell(grid)
     logits = torch.randn(B, grid[0] * grid[1]) * 3
     weights = torch.softmax(logits.unsqueeze(1) + cell.region_logmask, dim=-1)  # what the cell computes
     regions = pyramid_regions(*grid)
@@ -222,7 +238,7 @@ def test_region_attention_sums_to_one_inside_each_region(grid: tuple[int, int]) 
 def split_paper_weights(cell: JointAttentionCell) -> dict[str, torch.Tensor]:
     """The paper's matrices cut out of the fused parameters by the layout the class docstring documents."""
     cfg = cell.config
-    hid, k_in, sizes, late = cfg.hidden, len(cfg.in_channels), cfg.input_sizes, cfg.fusion == "late"
+    hid, k_in, sizes, late = cfg.hidden, len(cell.in_channels), cell.input_sizes, cfg.fusion == "late"
     w: dict[str, torch.Tensor] = {}
     row = 0
     for k in range(1, k_in + 1):
@@ -236,7 +252,7 @@ def split_paper_weights(cell: JointAttentionCell) -> dict[str, torch.Tensor]:
             w[f"U'_{k}"] = cell.w_h[row : row + d]
             row += d
     w["W_att"] = cell.w_h[row:]
-    assert w["W_att"].shape[0] == cfg.grid[0] * cfg.grid[1]
+    assert w["W_att"].shape[0] == cell.grid[0] * cell.grid[1]
     w["b_c"] = cell.b_c
     col = 0
     for k, d in enumerate(sizes, 1):
@@ -263,7 +279,7 @@ def reference_sequence(cell: JointAttentionCell, xs: list[torch.Tensor]) -> tupl
     batch, steps = xs[0].shape[:2]
     h = torch.zeros(batch, cfg.hidden, dtype=xs[0].dtype)
     c = torch.zeros_like(h)
-    act = torch.tanh if cfg.subgate_activation == "tanh" else (lambda v: v)
+    act = torch.tanh if cell.subgate_activation == "tanh" else (lambda v: v)
 
     def lin(name: str, v: torch.Tensor) -> torch.Tensor:
         return v @ w[name].T
@@ -300,7 +316,7 @@ def reference_sequence(cell: JointAttentionCell, xs: list[torch.Tensor]) -> tupl
 )
 def test_fused_cell_matches_reference(fusion: str, pyramid: bool, grid: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    cell = JointAttentionCell(make_config(grid, fusion=fusion, pyramid=pyramid)).double()
+    cell = make_cell(grid, fusion=fusion, pyramid=pyramid).double()
     xs = make_inputs(grid, dtype=torch.float64)
     h, att = cell.forward_sequence(xs)
     h_ref, att_ref = reference_sequence(cell, xs)
@@ -311,7 +327,7 @@ def test_fused_cell_matches_reference(fusion: str, pyramid: bool, grid: tuple[in
 
 @pytest.mark.parametrize("fusion", ["early", "late"])
 def test_paper_weights_agree_with_the_documented_layout(fusion: str) -> None:
-    cell = JointAttentionCell(make_config((5, 4), fusion=fusion))
+    cell = make_cell((5, 4), fusion=fusion)
     ours, theirs = split_paper_weights(cell), cell.paper_weights()
     assert set(ours) == set(theirs)
     for name, t in ours.items():
@@ -321,8 +337,8 @@ def test_paper_weights_agree_with_the_documented_layout(fusion: str) -> None:
 def shared_early_late() -> tuple[JointAttentionCell, JointAttentionCell]:
     """An early- and a late-fusion cell holding the same values in every matrix they share."""
     torch.manual_seed(0)
-    early = JointAttentionCell(make_config((4, 4), fusion="early")).double()
-    late = JointAttentionCell(make_config((4, 4), fusion="late")).double()
+    early = make_cell((4, 4), fusion="early").double()
+    late = make_cell((4, 4), fusion="late").double()
     we, wl = early.paper_weights(), late.paper_weights()
     with torch.no_grad():
         for name, t in we.items():
@@ -359,14 +375,12 @@ def test_degenerate_cell_is_an_lstm_cell(pyramid: bool) -> None:
     # so the reference recomputes it from its own h, and the pooled input with spatial_pyramid_pool.
     torch.manual_seed(0)
     grid = (5, 4)
-    cell = JointAttentionCell(
-        make_config(grid, in_channels=[8], subgate_activation="identity", pyramid=pyramid)
-    ).double()
+    cell = make_cell(grid, in_channels=[8], subgate_activation="identity", pyramid=pyramid).double()
     w = cell.paper_weights()
     with torch.no_grad():
         for g in "ifo":
             w[f"W_{g}{g}1"].copy_(torch.eye(HID))
-    ref = torch.nn.LSTMCell(cell.config.input_sizes[0], HID).double()
+    ref = torch.nn.LSTMCell(cell.input_sizes[0], HID).double()
     with torch.no_grad():
         ref.weight_ih.copy_(torch.cat([w["W_xi1"], w["W_xf1"], w["W_xc1"], w["W_xo1"]]))
         ref.weight_hh.copy_(torch.cat([w["W_hi1"], w["W_hf1"], w["W_hc"], w["W_ho1"]]))

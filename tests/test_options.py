@@ -49,10 +49,13 @@ def _docstring_of_imported(ref: str, field: str) -> str:
     module, _, name = ref.partition(":")
     cls = getattr(importlib.import_module(module), name)
     assert field in {f.name for f in dataclasses.fields(cls)}
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    for node, after in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and node.target.id == field:
-            return " ".join(after.value.value.split())
+    for owner in cls.__mro__:  # the class that declares the field (a stage config inherits the model's)
+        if field not in vars(owner).get("__annotations__", {}):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(owner))).body[0].body
+        for node, after in zip(body, body[1:], strict=False):
+            if isinstance(node, ast.AnnAssign) and node.target.id == field:
+                return " ".join(after.value.value.split())
     raise AssertionError(f"{ref}.{field} has no docstring")
 
 
@@ -100,11 +103,13 @@ def test_reading_only_the_class_body_gives_what_the_whole_file_gives():
     """The CLI parses only the class's lines (a whole module costs tens of ms per invocation): same result."""
     for ref in {e.config for _, e in _exposed()}:
         module, _, name = ref.partition(":")
-        path = Path(importlib.import_module(module).__file__)
-        tree = ast.parse(path.read_text())
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
-        fields = [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)]
+        fields: list[str] = []
+        for owner in reversed(getattr(importlib.import_module(module), name).__mro__[:-1]):  # bases first
+            tree = ast.parse(Path(inspect.getfile(owner)).read_text())
+            cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner.__name__)
+            fields += [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and n.target.id not in fields]
         assert list(field_docs(ref)) == fields, ref
+        assert fields == [f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))]
 
 
 # -- an option given on the command line reaches the stage's config -------------------------------------------
@@ -270,6 +275,44 @@ def test_a_field_added_to_a_module_read_without_importing_it(tmp_path, monkeypat
     out = CliRunner().invoke(app, ["cmd", "--help"], env={"COLUMNS": "200"}).output
     assert "--brand-new" in out and "Added after the CLI was written." in out and "--old" not in out
     assert CliRunner().invoke(app, ["cmd", "--brand-new", "v"]).output.strip() == "{'brand_new': 'v', 'after': None}"
+
+
+def test_inherited_fields_are_read_from_the_base_class_module_without_importing_either(tmp_path, monkeypatch):
+    """A stage config that extends a model config: the base's fields come first, with the base's docstrings."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "throwaway_base.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+
+        @dataclass
+        class Arch:
+            width: int = 8
+            """Width, declared once, in the base."""
+            deep: bool = False
+            """Depth switch."""
+    '''))
+    (tmp_path / "throwaway_child.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+
+        from throwaway_base import (
+            Arch as Base,
+        )
+
+        @dataclass
+        class Local:
+            seed: int = 0
+            """A base in the same module."""
+
+        @dataclass
+        class Stage(Base, Local):
+            clip: int = 3
+            """The stage's own option."""
+    '''))
+    docs = field_docs("throwaway_child:Stage")
+    assert list(docs) == ["seed", "width", "deep", "clip"]  # dataclasses.fields' order: the last base first
+    assert docs["width"].doc == "Width, declared once, in the base."
+    assert docs["seed"].doc == "A base in the same module."
+    assert docs["clip"].annotation == "int" and docs["clip"].doc == "The stage's own option."
+    assert "throwaway_base" not in sys.modules and "throwaway_child" not in sys.modules
 
 
 def test_mistakes_in_an_exposure_are_caught_when_the_cli_is_built():

@@ -83,6 +83,26 @@ def test_train_lstm_writes_predictions(trained: Path):
     assert 0.0 <= summary["video_accuracy_vote"] <= 1.0
 
 
+def test_a_trained_run_is_rebuilt_from_its_saved_config(trained: Path):
+    """build_model(run's saved config["model"], the upstream's shapes, classes) takes the checkpoint as saved.
+    (Before the tests that add runs: only_run finds the fixture's.)"""
+    import torch
+
+    from actiontk.stages import train_3d, train_lstm
+
+    extract_shapes = FeatureReader(only_run(trained, "extract")).layers()
+    cube_shapes = FeatureReader(only_run(trained, "cubes")).layers()
+    for module, run_dir, shapes in ((train_3d, only_run(trained, "train-3d"), extract_shapes),
+                                    (train_lstm, only_run(trained, "train-lstm"), cube_shapes)):
+        saved = json.loads((run_dir / "run.json").read_text())["config"]
+        levels = saved.get("layers") or saved["model"]["levels"] or list(shapes)
+        model = module.build_model(saved["model"], {lv: shapes[lv] for lv in levels}, 6)
+        state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+        model.load_state_dict(state)  # strict: same modules, same shapes
+        assert sum(p.numel() for p in model.parameters()) == sum(
+            v.numel() for k, v in state.items() if not k.endswith(("input_mean", "input_std")))
+
+
 def test_rerun_is_a_noop_and_the_alternation_runs(trained: Path, capsys):
     before = (only_run(trained, "train-lstm") / "checkpoint.pt").stat().st_mtime_ns
     assert cli_run(["train-lstm", "--fusion", "late", "--cache", str(trained), *FAST_LSTM]) == 0
@@ -231,7 +251,7 @@ dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.set_num_threads(1)
 torch.manual_seed(0)
-model = MultiLevel3D({{"pool4": Conv3DConfig(in_channels=3, num_classes=2, channels=4, hidden=4)}})
+model = MultiLevel3D(Conv3DConfig(channels=4, hidden=4), {{"pool4": 3}}, 2)
 reader = FeatureReader(out / "features")
 videos = [(f"v{{i}}.avi", i % 2) for i in range(5)]
 train = Run(train_dir, json.loads((train_dir / RUN_FILE).read_text()))
@@ -264,3 +284,4 @@ def test_write_cubes_under_two_ranks_covers_every_video(tmp_path: Path):
     reader = FeatureReader(cubes.path)
     assert sorted(reader.index.videos) == [f"v{i}.avi" for i in range(5)]
     assert [reader.read(f"v{i}.avi", "pool4").shape for i in range(5)] == [(4 + i, 4, 2, 2) for i in range(5)]
+

@@ -67,6 +67,14 @@ def test_cached_mode_writes_predictions_and_is_reused(cache: Path, toy: Path, mo
     again = train_gap(TrainGAPConfig(head="gap", depth=2, pose=True, **SMALL), _tcfg(), cache, log=messages.append)
     assert again.path == run.path and "nothing to do" in messages[-1]
 
+    # the run's saved config and the extract run's shapes rebuild the network its checkpoint holds
+    from actiontk.stages.train_gap import build_model
+
+    extract_dir = next(p for p in (cache / "extract").iterdir() if p.is_dir())
+    net = build_model(run.config["model"], FeatureReader(extract_dir).layers(), len(classes))
+    net.load_state_dict(torch.load(run.path / "checkpoint.pt", weights_only=True)["model"])  # strict
+    assert net.head.config.pose and net.head.config.bottomup_depth == 2 and net.head.pose_heatmaps.out_channels == 16
+
 
 @pytest.mark.parametrize("head", ["mean", "attn"])
 def test_other_heads(cache: Path, head: str, one_torch_thread):
@@ -85,7 +93,7 @@ def test_standardization_uses_training_maps(cache: Path, toy: Path):
     reader = FeatureReader(next((cache / "extract").iterdir()))
     _, train, _ = load_items("toy-mpii", toy, keep=lambda rel: rel in reader, need_pose=True, log=lambda m: None)
     ds = CachedMaps(reader, train, "layer4", 64, 1.0, 32)
-    net = GAPNet(GAPHead(GAPConfig(in_channels=2048, num_classes=3, head="mean")))
+    net = GAPNet(GAPHead(GAPConfig(head="mean"), 2048, 3))
     fit_standardization(net, ds, device="cpu", batch_size=5)
     maps = np.stack([reader.read(it.rel, "layer4")[0].astype(np.float64) for it in train])  # (N, C, h, w)
     np.testing.assert_allclose(net.mean.flatten().numpy(), maps.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)

@@ -145,7 +145,7 @@ def test_input_stats_and_the_standardization_buffers(tmp_path: Path):
     np.testing.assert_allclose(mean2, reader.read("a.avi", "pool4").astype(np.float64).mean((0, 2, 3)), rtol=1e-5)
 
     torch.manual_seed(0)
-    net = LevelConv3D(Conv3DConfig(in_channels=3, num_classes=2, channels=4, hidden=4, dropout=0.0))
+    net = LevelConv3D(Conv3DConfig(channels=4, hidden=4, dropout=0.0), 3, 2)
     x = torch.randn(2, 5, 3, 2, 2) * 3 + 1
     identity = net.cubes(x)
     m, s = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 0.5, 4.0])
@@ -155,7 +155,7 @@ def test_input_stats_and_the_standardization_buffers(tmp_path: Path):
     np.testing.assert_allclose(net.cubes_chunked(x, chunk=2).detach().numpy(), net.cubes(x).detach().numpy(),
                                rtol=1e-5, atol=1e-6)
     # a checkpoint carries the statistics
-    fresh = LevelConv3D(Conv3DConfig(in_channels=3, num_classes=2, channels=4, hidden=4, dropout=0.0))
+    fresh = LevelConv3D(Conv3DConfig(channels=4, hidden=4, dropout=0.0), 3, 2)
     fresh.load_state_dict(net.state_dict())
     assert torch.equal(fresh.input_mean, m) and torch.equal(fresh.input_std, s)
     with pytest.raises(ValueError):

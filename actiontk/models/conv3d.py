@@ -12,7 +12,8 @@ attention for the same clip and step. The cubes passed on to the LSTM are the ou
 
 What this module holds:
 
-* :class:`Conv3DConfig`, :class:`LevelConv3D` (one level), :class:`MultiLevel3D` (one per level, by name);
+* :class:`LevelConv3D` (one level), :class:`MultiLevel3D` (one per level, by name), both built from a
+  :class:`~actiontk.models.configs.Conv3DConfig` (the architecture) and the data's channels and classes;
   every level starts with a fixed per-channel input standardization ``(x - mean) / std`` (our addition, see
   :meth:`LevelConv3D.set_input_stats` and docs/models.md): identity until the stage sets it from the training
   videos, stored as buffers so that checkpoints carry it; ``temporal_kernel = 1`` turns the 3x3x3 convs into
@@ -29,56 +30,39 @@ the modules transpose on the way in and out.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from actiontk.models.configs import Conv3DConfig
 
 # Each 3x3x3 conv sees one frame either side; two of them see two. A chunk computed with this many extra
 # frames on each side is therefore exact in its interior (see LevelConv3D.cubes_chunked).
 TEMPORAL_HALO = 2
 
 
-@dataclass
-class Conv3DConfig:
-    """Hyperparameters of one level's 3D convnet."""
-
-    in_channels: int  # channels of the level's feature maps (VGG16: 512 for pool4 and conv5_3)
-    num_classes: int  # K, classes of the deep-supervision head
-    channels: int = 256  # output channels of both 3x3x3 convs, i.e. of the cubes handed to the LSTM
-    hidden: int = 512  # width of the head's hidden FC layer
-    dropout: float = 0.5  # drop rate after the head's hidden FC (0 disables); the cubes are never dropped
-    # Temporal extent of both conv kernels: 3 is the paper's 3D convnet; 1 makes them 3x3 2D convs applied to every
-    # frame on its own (the "2D convnet" rows of the paper's Table 3).
-    temporal_kernel: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "channels", "hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Conv3DConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.temporal_kernel not in (1, 3):
-            raise ValueError(f"Conv3DConfig.temporal_kernel must be 3 (3D) or 1 (2D), got {self.temporal_kernel}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"Conv3DConfig.dropout must be in [0, 1), got {self.dropout}")
-
-
 class LevelConv3D(nn.Module):
     """Two 3x3x3 conv + ReLU layers on one feature level, with a deep-supervision classification head."""
 
-    def __init__(self, config: Conv3DConfig) -> None:
+    def __init__(self, config: Conv3DConfig, in_channels: int, num_classes: int) -> None:
+        """``config`` the architecture (any :class:`Conv3DConfig`, e.g. train-3d's whole config), ``in_channels``
+        the channels of the level's feature maps (VGG16: 512 for pool4 and conv5_3), ``num_classes`` K, the
+        classes of the deep-supervision head."""
         super().__init__()
-        self.config = config
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LevelConv3D {name} must be an integer >= 1, got {value!r}")
+        self.config, self.in_channels, self.num_classes = config, in_channels, num_classes
         # Fixed input standardization (not trained): identity until set_input_stats. Buffers, so they are saved
         # in and restored from checkpoints with the weights, and move with the module between devices.
-        self.register_buffer("input_mean", torch.zeros(config.in_channels))
-        self.register_buffer("input_std", torch.ones(config.in_channels))
+        self.register_buffer("input_mean", torch.zeros(in_channels))
+        self.register_buffer("input_std", torch.ones(in_channels))
         kt = config.temporal_kernel
-        self.conv1 = nn.Conv3d(config.in_channels, config.channels, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1))
+        self.conv1 = nn.Conv3d(in_channels, config.channels, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1))
         self.conv2 = nn.Conv3d(config.channels, config.channels, kernel_size=(kt, 3, 3), padding=(kt // 2, 1, 1))
         self.fc1 = nn.Linear(config.channels, config.hidden)
         self.drop = nn.Dropout(config.dropout)
-        self.fc2 = nn.Linear(config.hidden, config.num_classes)
+        self.fc2 = nn.Linear(config.hidden, num_classes)
 
     @torch.no_grad()
     def set_input_stats(self, mean: Tensor, std: Tensor, eps: float = 1e-6) -> None:
@@ -93,7 +77,7 @@ class LevelConv3D(nn.Module):
         mean = torch.as_tensor(mean, dtype=self.input_mean.dtype).reshape(-1)
         std = torch.as_tensor(std, dtype=self.input_std.dtype).reshape(-1)
         if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
-            raise ValueError(f"expected ({self.config.in_channels},) statistics, got mean {tuple(mean.shape)} "
+            raise ValueError(f"expected ({self.in_channels},) statistics, got mean {tuple(mean.shape)} "
                              f"and std {tuple(std.shape)}")
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()) or (std < 0).any():
             raise ValueError("input statistics must be finite with std >= 0")
@@ -156,31 +140,14 @@ class LevelConv3D(nn.Module):
 class MultiLevel3D(nn.Module):
     """One :class:`LevelConv3D` per feature level, keyed by the level's name (e.g. ``"pool4"``, ``"conv5_3"``)."""
 
-    def __init__(self, configs: Mapping[str, Conv3DConfig]) -> None:
+    def __init__(self, config: Conv3DConfig, in_channels: Mapping[str, int], num_classes: int) -> None:
+        """The same architecture ``config`` for every level; ``in_channels`` maps each level's name to the
+        channels of its feature maps, in the order the levels are kept."""
         super().__init__()
-        if not configs:
+        if not in_channels:
             raise ValueError("MultiLevel3D needs at least one level")
-        self.levels = nn.ModuleDict({name: LevelConv3D(cfg) for name, cfg in configs.items()})
-
-    @classmethod
-    def build(
-        cls,
-        in_channels: Mapping[str, int],
-        *,
-        num_classes: int,
-        channels: int = 256,
-        hidden: int = 512,
-        dropout: float = 0.5,
-        temporal_kernel: int = 3,
-    ) -> MultiLevel3D:
-        """Same hyperparameters for every level; only the input channels differ."""
-        return cls(
-            {
-                name: Conv3DConfig(c, num_classes, channels=channels, hidden=hidden, dropout=dropout,
-                                   temporal_kernel=temporal_kernel)
-                for name, c in in_channels.items()
-            }
-        )
+        self.config, self.num_classes = config, num_classes
+        self.levels = nn.ModuleDict({name: LevelConv3D(config, int(c), num_classes) for name, c in in_channels.items()})
 
     def _check_levels(self, names: Mapping[str, object]) -> None:
         if set(names) != set(self.levels):

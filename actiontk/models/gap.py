@@ -32,7 +32,8 @@ on X. In the paper (Sec. III) pose is a regularizing loss only: the branch's out
 else (``pose_attention=False``, the default). ``pose_attention=True`` is the rank-1 reference code's variant: the
 bottom-up stack reads the pose branch's features instead of X, so the keypoint supervision shapes the attention.
 
-What this module holds: :class:`GAPConfig`, :class:`GAPHead`, :class:`GAPOutput`, :func:`pose_loss`, the
+What this module holds: :class:`GAPHead` (built from a :class:`~actiontk.models.configs.GAPConfig` and the
+maps' channels and classes), :class:`GAPOutput`, :func:`pose_loss`, the
 second-order pooling form of the rank-1 head, :func:`second_order_pool` and :func:`second_order_scores`, and the
 network ``train-gap`` trains around the head, :class:`GAPNet` ([backbone ->] standardization -> head), with
 :func:`fit_standardization`.
@@ -45,85 +46,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-HEADS = ("mean", "attn", "gap")
-FORMS = ("activations", "weights")
+from actiontk.models.configs import FORMS, HEADS, PAPER_POSE_WEIGHT, GAPConfig  # noqa: F401 (re-exported)
 
-# The paper's pose-loss weight, relative to the cross-entropy (Sec. III). The training stage multiplies pose_loss by
-# it; kept here so that the value and the loss's reduction (which gives it its meaning) sit together.
-PAPER_POSE_WEIGHT = 1e-6
+# HEADS, FORMS, PAPER_POSE_WEIGHT (the paper's pose-loss weight, relative to the cross-entropy, Sec. III; its
+# meaning comes from pose_loss's reduction) and GAPConfig live in the torch-free actiontk.models.configs.
 
 # The last bottom-up conv's bias starts at 1 (its weights start small and random, PyTorch's default): the
 # attention map starts close to 1 everywhere, so an untrained attn/gap head is close to the mean-pool baseline
 # and the top-down weights get the baseline's gradient from the first step instead of sitting near the saddle at
 # t = h = 0 of the product t * h.
 BOTTOMUP_BIAS_INIT = 1.0
-
-
-@dataclass
-class GAPConfig:
-    """Hyperparameters of the GAP head."""
-
-    in_channels: int  # f, channels of the feature maps (ResNet-101 layer4: 2048)
-    num_classes: int  # K (MPII: 393)
-    head: str = "gap"  # "mean" (baseline), "attn" (rank-1, T = 0) or "gap" (T hidden bottom-up layers)
-    # T, hidden bottom-up layers. None resolves to 3 for "gap" and 0 for "attn" and stays None for "mean"; "attn"
-    # accepts only 0 and "mean" only None.
-    depth: int | None = None
-    width: int = 4096  # r_1, width of the first hidden bottom-up layer; r_{i+1} = r_i // 2
-    # Drop rate on X before the top-down conv only (elementwise, like the reference's slim.dropout). 0.8 is the
-    # rank-1 reference's rate: the head is the only learnt part on cached maps and f*K weights face ~10k images.
-    dropout: float = 0.8
-    pose: bool = False  # add the keypoint-heatmap branch
-    pose_width: int = 768  # channels of the pose branch's two 3x3 convs (768: the reference's pose layer width)
-    joints: int = 16  # heatmap channels (MPII joint ids 0-15)
-    # With pose=True, the bottom-up stack reads the pose branch's features (the rank-1 reference code's variant)
-    # instead of X. Off = the paper: pose is a loss term only. Ignored without pose. On cached maps (a frozen
-    # backbone) a loss-only pose branch shares no weights with the action scores, so it cannot change them.
-    pose_attention: bool = False
-    # "activations": Sec. IV's 1x1 convs with ReLU on the activations; "weights": Eqs. 4-5 as printed (gap, T >= 1).
-    form: str = "activations"
-
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "width", "pose_width", "joints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GAPConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.head not in HEADS:
-            raise ValueError(f"GAPConfig.head must be one of {HEADS}, got {self.head!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GAPConfig.dropout must be in [0, 1), got {self.dropout}")
-        if self.head == "mean":
-            if self.depth is not None:
-                raise ValueError(f"GAPConfig.depth must be None for head 'mean' (no bottom-up), got {self.depth}")
-            return
-        if self.depth is None:
-            self.depth = 3 if self.head == "gap" else 0
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0:
-            raise ValueError(f"GAPConfig.depth must be an integer >= 0, got {self.depth!r}")
-        if self.head == "attn" and self.depth != 0:
-            raise ValueError(f"GAPConfig.depth must be 0 for head 'attn' (rank-1), got {self.depth}; use head 'gap'")
-        if self.form not in FORMS:
-            raise ValueError(f"GAPConfig.form must be one of {FORMS}, got {self.form!r}")
-        if self.form == "weights" and (self.head != "gap" or self.depth < 1):
-            raise ValueError(f"GAPConfig.form 'weights' (Eqs. 4-5 as printed) needs head 'gap' with depth >= 1, got "
-                             f"head {self.head!r} depth {self.depth}")
-        if self.depth > 0 and self.bottomup_widths[-1] < 1:
-            raise ValueError(
-                f"GAPConfig.width {self.width} is too small for depth {self.depth}: halving it {self.depth - 1} times "
-                f"gives {self.bottomup_widths[-1]} channels; use width >= {2 ** (self.depth - 1)}"
-            )
-
-    @property
-    def bottomup_widths(self) -> list[int]:
-        """Output channels of the hidden bottom-up convs, r_1..r_T (empty for T = 0 and for "mean")."""
-        if self.head == "mean" or not self.depth:
-            return []
-        return [self.width // 2**i for i in range(self.depth)]
-
-    @property
-    def bottomup_in_channels(self) -> int:
-        """Channels the bottom-up stack reads: the pose features with pose attention, else f."""
-        return self.pose_width if self.pose and self.pose_attention else self.in_channels
 
 
 @dataclass
@@ -144,18 +76,26 @@ class GAPHead(nn.Module):
     (3x3 conv f -> p, ReLU, 3x3 conv p -> p, ReLU; padding 1) and ``pose_heatmaps`` (1x1 conv p -> joints, linear).
     """
 
-    def __init__(self, config: GAPConfig) -> None:
+    def __init__(self, config: GAPConfig, in_channels: int, num_classes: int, joints: int = 16) -> None:
+        """``config`` the architecture (any :class:`GAPConfig`, e.g. train-gap's whole config); ``in_channels`` f,
+        the channels of the feature maps (ResNet-101 layer4: 2048); ``num_classes`` K (MPII: 393); ``joints`` the
+        heatmap channels of the pose branch (MPII's joint ids 0-15)."""
         super().__init__()
-        self.config = config
-        f, p = config.in_channels, config.pose_width
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("joints", joints)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GAPHead {name} must be an integer >= 1, got {value!r}")
+        self.config, self.in_channels, self.num_classes, self.joints = config, in_channels, num_classes, joints
+        # The bottom-up stack reads the pose features with pose attention, else X.
+        self.bottomup_in_channels = config.pose_width if config.pose and config.pose_attention else in_channels
+        f, p = in_channels, config.pose_width
         self.drop = nn.Dropout(config.dropout)
-        self.topdown = nn.Conv2d(f, config.num_classes, kernel_size=1)
+        self.topdown = nn.Conv2d(f, num_classes, kernel_size=1)
         self.bottomup: nn.Sequential | PrintedBottomUp | None = None
         if config.form == "weights":
-            self.bottomup = PrintedBottomUp(config.bottomup_in_channels, config.bottomup_widths)
+            self.bottomup = PrintedBottomUp(self.bottomup_in_channels, config.bottomup_widths)
         elif config.head != "mean":
             layers: list[nn.Module] = []
-            channels = config.bottomup_in_channels
+            channels = self.bottomup_in_channels
             for width in config.bottomup_widths:
                 layers += [nn.Conv2d(channels, width, kernel_size=1), nn.ReLU()]
                 channels = width
@@ -171,12 +111,12 @@ class GAPHead(nn.Module):
                 nn.Conv2d(p, p, kernel_size=3, padding=1),
                 nn.ReLU(),
             )
-            self.pose_heatmaps = nn.Conv2d(p, config.joints, kernel_size=1)
+            self.pose_heatmaps = nn.Conv2d(p, joints, kernel_size=1)
 
     def _check(self, x: Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected feature maps (B, {self.config.in_channels}, H, W), got shape {tuple(x.shape)}"
+                f"expected feature maps (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
 
     def _pose(self, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -218,7 +158,7 @@ class GAPHead(nn.Module):
         if self.bottomup is None or len(self.bottomup) != 1:
             raise ValueError(
                 f"the second-order form exists for rank-1 heads only (head 'attn', or 'gap' with depth 0); this head "
-                f"is {self.config.head!r} with depth {self.config.depth}"
+                f"is {self.config.head!r} with depth {self.config.bottomup_depth}"
             )
         conv = self.bottomup[0]
         a = torch.cat([self.topdown.weight.flatten(1), self.topdown.bias[:, None]], dim=1)  # (K, f+1)
@@ -336,7 +276,7 @@ class GAPNet(nn.Module):
     def __init__(self, head: GAPHead, body: nn.Module | None = None, layer: str | None = None) -> None:
         super().__init__()
         self.body, self.head, self.layer = body, head, layer
-        channels = head.config.in_channels
+        channels = head.in_channels
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 

@@ -12,9 +12,10 @@ Layers 2..L are standard LSTM layers, and a linear classifier reads every step's
 
 What this module holds:
 
-* :class:`JointLSTMConfig`, :class:`JointAttentionCell` (one step, and its unrolling over a sequence),
+* :class:`JointAttentionCell` (one step, and its unrolling over a sequence),
   :class:`JointAttentionLSTM` (the stack and the classifier), :func:`clip_vote` (the paper's clip rule) and
-  :func:`clip_scores` (the mean softmax, ours);
+  :func:`clip_scores` (the mean softmax, ours); both modules take their architecture from a
+  :class:`~actiontk.models.configs.JointLSTMConfig` and the inputs' channels and grid as arguments;
 * :func:`pyramid_regions`, :func:`spatial_pyramid_pool` — the five pooling regions and the pooling itself.
 
 Speed. The cell is written fused: one matmul of h_{t-1} gives every h-dependent pre-activation (all sub-gates of
@@ -22,77 +23,26 @@ all inputs, the candidate, the late-fusion input gates and the attention logits)
 its x-dependent ones, and one batched matmul gives the three final gates. On top of that, the gradient of every
 recurrent weight is computed once per sequence, as a single matmul over all steps, instead of T rank-B updates
 accumulated step by step (see :class:`_GradTape`); on a CPU those updates are memory-bound, and batching them
-made a full-size training step 1.2x faster (docs/performance.md). ``JointLSTMConfig.batched_weight_grad=False``
-falls back to plain autograd.
+made a full-size training step 1.2x faster (docs/performance.md). ``batched_weight_grad=False`` (an argument of the
+modules) falls back to plain autograd.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FUSIONS = ("early", "late")
+from actiontk.models.configs import FUSIONS, JointLSTMConfig  # noqa: F401 (FUSIONS: re-exported)
+
 SUBGATE_ACTIVATIONS = ("tanh", "identity")
 
 # Quadrant order inside a pyramid-pooled vector, after the whole-map vector.
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
-
-
-@dataclass
-class JointLSTMConfig:
-    """Hyperparameters of the joint attention LSTM."""
-
-    in_channels: list[int]  # C_k of each input (feature level), in the order the inputs are passed to forward
-    num_classes: int  # classes of the per-step softmax classifier
-    grid: tuple[int, int]  # (H, W) of the maps, shared by all inputs; W_att has one output per location
-    hidden: int = 1024  # units of every LSTM layer
-    layers: int = 3  # layer 1 is the joint cell; layers 2..L are a standard stacked nn.LSTM
-    fusion: str = "early"  # "early": the candidate memory sees x_tk; "late": it sees x_tk gated by i'_tk
-    dropout: float = 0.5  # on layer 1's output, between the upper layers, and on the top h before the classifier
-    pyramid: bool = True  # pool the whole map + 4 quadrants (x_tk has 5*C_k values); False: the whole map only
-    # "tanh" is the method. "identity" removes the sub-gates' tanh and exists only for a test that reduces the cell
-    # to torch.nn.LSTMCell (K = 1, W_ii = W_ff = W_oo = I); do not train with it.
-    subgate_activation: str = "tanh"
-    # Compute each recurrent weight's gradient with one matmul over all steps (much faster on CPU). Turn it off to
-    # get plain autograd, e.g. for double backward, which the batched path does not support.
-    batched_weight_grad: bool = True
-
-    def __post_init__(self) -> None:
-        self.in_channels = [int(c) for c in self.in_channels]
-        self.grid = (int(self.grid[0]), int(self.grid[1]))
-        if not self.in_channels or min(self.in_channels) < 1:
-            raise ValueError(
-                f"JointLSTMConfig.in_channels must be a non-empty list of positive ints, got {self.in_channels}"
-            )
-        if min(self.grid) < 1:
-            raise ValueError(f"JointLSTMConfig.grid must be two positive ints, got {self.grid}")
-        for name in ("num_classes", "hidden", "layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"JointLSTMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"JointLSTMConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
-        if self.subgate_activation not in SUBGATE_ACTIVATIONS:
-            raise ValueError(
-                f"JointLSTMConfig.subgate_activation must be one of {SUBGATE_ACTIVATIONS}, "
-                f"got {self.subgate_activation!r}"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"JointLSTMConfig.dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def regions(self) -> int:
-        """Pooling regions per input: 5 with the pyramid, 1 without."""
-        return 5 if self.pyramid else 1
-
-    @property
-    def input_sizes(self) -> list[int]:
-        """Size D_k of each pooled input vector x_tk."""
-        return [self.regions * c for c in self.in_channels]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -248,16 +198,37 @@ class JointAttentionCell(nn.Module):
     :meth:`paper_weights` returns these blocks by their paper names.
     """
 
-    def __init__(self, config: JointLSTMConfig) -> None:
+    def __init__(self, config: JointLSTMConfig, in_channels: Sequence[int], grid: tuple[int, int], *,
+                 subgate_activation: str = "tanh", batched_weight_grad: bool = True) -> None:
+        """``config`` the architecture (any :class:`JointLSTMConfig`, e.g. train-lstm's whole config);
+        ``in_channels`` C_k of each input (feature level), in the order the inputs are passed; ``grid`` (H, W) of
+        the maps, shared by all inputs (W_att has one output per location).
+
+        Two switches that are not options of the method: ``subgate_activation="identity"`` removes the sub-gates'
+        tanh and exists only for a test that reduces the cell to ``torch.nn.LSTMCell`` (K = 1, W_ii = W_ff = W_oo
+        = I), do not train with it; ``batched_weight_grad=False`` computes the recurrent weights' gradients with
+        plain autograd (e.g. for double backward, which the batched path does not support).
+        """
         super().__init__()
         self.config = config
-        hid, k_in = config.hidden, len(config.in_channels)
-        sizes = config.input_sizes
+        self.in_channels = [int(c) for c in in_channels]
+        self.grid = (int(grid[0]), int(grid[1]))
+        if not self.in_channels or min(self.in_channels) < 1:
+            raise ValueError(f"in_channels must be a non-empty list of positive ints, got {list(in_channels)}")
+        if min(self.grid) < 1:
+            raise ValueError(f"grid must be two positive ints, got {tuple(grid)}")
+        if subgate_activation not in SUBGATE_ACTIVATIONS:
+            raise ValueError(f"subgate_activation must be one of {SUBGATE_ACTIVATIONS}, got {subgate_activation!r}")
+        self.subgate_activation, self.batched_weight_grad = subgate_activation, batched_weight_grad
+        # Size D_k of each pooled input vector x_tk.
+        self.input_sizes = [config.regions * c for c in self.in_channels]
+        hid, k_in = config.hidden, len(self.in_channels)
+        sizes = self.input_sizes
         self.late = config.fusion == "late"
-        height, width = config.grid
+        height, width = self.grid
         self.locations = height * width
         # Split of x_t = cat_k(pooled maps) back into the inputs, by channels (before pooling).
-        self._channel_offsets = [0, *torch.tensor(config.in_channels).cumsum(0).tolist()]
+        self._channel_offsets = [0, *torch.tensor(self.in_channels).cumsum(0).tolist()]
         # Split of h_{t-1} @ w_h^T into its parts.
         self._h_split = [3 * k_in * hid, hid, sum(sizes) if self.late else 0, self.locations]
 
@@ -279,15 +250,15 @@ class JointAttentionCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """Uniform(+-1/sqrt(fan_in)) per paper matrix, as ``nn.LSTM`` initializes its weights."""
-        hid, k_in = self.config.hidden, len(self.config.in_channels)
-        for w, d in zip(self.w_x, self.config.input_sizes, strict=True):
+        hid, k_in = self.config.hidden, len(self.in_channels)
+        for w, d in zip(self.w_x, self.input_sizes, strict=True):
             nn.init.uniform_(w, -(d**-0.5), d**-0.5)
         for p in (self.w_h, self.b_sub, self.b_c, *([self.b_in] if self.late else [])):
             nn.init.uniform_(p, -(hid**-0.5), hid**-0.5)
         bound = (k_in * hid) ** -0.5  # each final gate sums K sub-gate projections
         nn.init.uniform_(self.w_gate, -bound, bound)
         if self.late:
-            bound = sum(self.config.input_sizes) ** -0.5
+            bound = sum(self.input_sizes) ** -0.5
             nn.init.uniform_(self.w_xc, -bound, bound)
 
     def recurrent_weights(self) -> list[Tensor]:
@@ -301,7 +272,7 @@ class JointAttentionCell(nn.Module):
         ``W_oo{k}``; candidate ``W_xc{k}``, ``W_hc``, ``b_c``; attention ``W_att``; late fusion ``W'_{k}``,
         ``U'_{k}``, ``b'_{k}``. Every matrix maps an input (columns) to an output (rows), like ``nn.Linear.weight``.
         """
-        hid, sizes = self.config.hidden, self.config.input_sizes
+        hid, sizes = self.config.hidden, self.input_sizes
         sub_h, cand_h, in_h, att_h = self.w_h.split(self._h_split)
         out: dict[str, Tensor] = {"W_hc": cand_h, "b_c": self.b_c, "W_att": att_h}
         sub_h_k = sub_h.split(3 * hid)  # K x (3H, H)
@@ -328,11 +299,10 @@ class JointAttentionCell(nn.Module):
         One copy per sequence, so that each step's pooling is a single batched matmul over all inputs (the channels
         of input k are columns ``C_1 + ... + C_{k-1}`` onwards).
         """
-        cfg = self.config
-        if len(xs) != len(cfg.in_channels):
-            raise ValueError(f"expected {len(cfg.in_channels)} inputs (one per level), got {len(xs)}")
+        if len(xs) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} inputs (one per level), got {len(xs)}")
         first = xs[0].shape
-        for k, (x, c) in enumerate(zip(xs, cfg.in_channels, strict=True)):
+        for k, (x, c) in enumerate(zip(xs, self.in_channels, strict=True)):
             if x.dim() != 5 or x.shape[2] != c:
                 raise ValueError(f"input {k}: expected (B, T, {c}, H, W), got {tuple(x.shape)}")
             if x.shape[:2] != first[:2]:
@@ -340,8 +310,8 @@ class JointAttentionCell(nn.Module):
                     f"input {k}: batch and length {tuple(x.shape[:2])} differ from input 0's {tuple(first[:2])}"
                 )
             # All levels share one attention map, so they must share the grid it lives on.
-            if tuple(x.shape[3:]) != cfg.grid:
-                raise ValueError(f"input {k}: maps are {tuple(x.shape[3:])}, the model's grid is {cfg.grid}")
+            if tuple(x.shape[3:]) != self.grid:
+                raise ValueError(f"input {k}: maps are {tuple(x.shape[3:])}, the model's grid is {self.grid}")
         # The cache stores float16; the copy made here anyway also brings the maps to the weights' dtype.
         x = torch.cat([x.to(self.w_h.dtype) for x in xs], dim=2)  # (B, T, sum C, H, W)
         return x.flatten(3).permute(1, 0, 3, 2).contiguous()  # (T, B, H*W, sum C)
@@ -359,8 +329,7 @@ class JointAttentionCell(nn.Module):
         Returns ``(h_t, c_t, att_t)`` with ``att_t (B, H*W)`` the attention computed from h_{t-1}. ``mm`` computes
         ``x @ w^T``; :meth:`forward_sequence` passes a taped one.
         """
-        cfg = self.config
-        hid, k_in = cfg.hidden, len(cfg.in_channels)
+        hid, k_in = self.config.hidden, len(self.in_channels)
         h, c = state
         batch = h.shape[0]
 
@@ -376,7 +345,7 @@ class JointAttentionCell(nn.Module):
         xp = [mm(x_k, w) for x_k, w in zip(xs, self.w_x, strict=True)]  # K x (B, 3H + E_k)
         sub = torch.stack([p[:, : 3 * hid] for p in xp], dim=1)  # (B, K, 3H)
         sub = sub + sub_h.view(batch, k_in, 3 * hid) + self.b_sub.view(k_in, 3 * hid)
-        if cfg.subgate_activation == "tanh":
+        if self.subgate_activation == "tanh":
             sub = torch.tanh(sub)
         # Gate-major, so that sum_k W_iik i_tk (and the f, o sums) is one batched matmul over the K*H sub-gates.
         sub = sub.view(batch, k_in, 3, hid).permute(2, 0, 1, 3).reshape(3, batch, k_in * hid)  # (3, B, K*H)
@@ -404,7 +373,7 @@ class JointAttentionCell(nn.Module):
         if steps == 0:
             raise ValueError("empty sequence (T = 0)")
         mm: MatMul = _matmul
-        if self.config.batched_weight_grad and torch.is_grad_enabled() and self.w_h.requires_grad:
+        if self.batched_weight_grad and torch.is_grad_enabled() and self.w_h.requires_grad:
             mm = _TapedWeights(self.recurrent_weights())
         h, c = self.init_state(batch, self.w_h)
         hs, atts = [], []
@@ -422,10 +391,16 @@ class JointAttentionCell(nn.Module):
 class JointAttentionLSTM(nn.Module):
     """The joint cell as layer 1, standard LSTM layers 2..L, and a linear classifier on every step's top h."""
 
-    def __init__(self, config: JointLSTMConfig) -> None:
+    def __init__(self, config: JointLSTMConfig, in_channels: Sequence[int], grid: tuple[int, int], num_classes: int,
+                 **switches: Any) -> None:
+        """``config`` the architecture, ``in_channels`` and ``grid`` the inputs' (see :class:`JointAttentionCell`,
+        which also takes the ``switches``), ``num_classes`` the classes of the per-step softmax classifier."""
         super().__init__()
-        self.config = config
-        self.cell = JointAttentionCell(config)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+        self.config, self.num_classes = config, num_classes
+        self.cell = JointAttentionCell(config, in_channels, grid, **switches)
+        self.in_channels, self.grid = self.cell.in_channels, self.cell.grid
         self.drop = nn.Dropout(config.dropout)
         self.upper = None
         if config.layers > 1:
@@ -438,7 +413,7 @@ class JointAttentionLSTM(nn.Module):
                 batch_first=True,
                 dropout=config.dropout if upper_layers > 1 else 0.0,
             )
-        self.classifier = nn.Linear(config.hidden, config.num_classes)
+        self.classifier = nn.Linear(config.hidden, num_classes)
 
     def forward_features(self, xs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """K inputs ``(B, T, C_k, H, W)`` -> (top hidden states ``(B, T, hidden)``, attention ``(B, T, H*W)``)."""

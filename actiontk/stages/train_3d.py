@@ -14,7 +14,7 @@ is the only held-out data, so choosing the "best" epoch on it would leak the tes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, find_run, open_run
 from actiontk.errors import UserError
+from actiontk.models.configs import Conv3DConfig, from_mapping
 from actiontk.stages import registry, upstream
 from actiontk.stages.common import split_videos, train_key
 
@@ -31,8 +32,10 @@ SCHEMA = 2  # 2: per-step deep supervision and the printed loss normalization
 
 
 @dataclass
-class Train3DConfig:
-    """Model and clip options of ``train-3d`` (training options are in :class:`TrainConfig`)."""
+class Train3DConfig(Conv3DConfig):
+    """The options of ``train-3d``: the 3D convnet's architecture (:class:`Conv3DConfig`: channels, hidden,
+    dropout, temporal_kernel) and the stage's own clip, loss and input options below (training options are in
+    :class:`TrainConfig`)."""
 
     levels: list[str] | None = None
     """Feature levels to train on, comma-separated or repeated (default: every level of the extract run); one
@@ -41,19 +44,11 @@ class Train3DConfig:
     """L1: consecutive frames per clip (paper: 30)."""
     clip_stride: int = 15
     """A clip starts every S frames."""
-    channels: int = 256
-    """Channels of both Conv3d layers (paper: 256)."""
-    hidden: int = 512
-    """Width of the deep-supervision head's hidden FC layer."""
-    dropout: float = 0.5
-    """Dropout in the deep-supervision head."""
     att_lambda: float = 1000.0
     """λ of the attention regularization (paper: 1000); used only with --attention-from."""
     over_time: str = "sum"
     """How the per-step cross-entropy and attention terms are combined over a clip's steps: sum (as printed)
     or mean (both divided by the clip length, so λ keeps its meaning)."""
-    temporal_kernel: int = 3
-    """Temporal extent of the conv kernels: 3 (the paper's 3D convnet) or 1 (the 2D-convnet ablation, Table 3)."""
     standardize: bool = True
     """Standardize every input channel with its mean and std over the training videos (our addition; the
     statistics are stored in the model and its checkpoint)."""
@@ -62,16 +57,25 @@ class Train3DConfig:
     it sees only what changes; off for the paper's recipe (see docs/models.md, "Temporal centering")."""
 
     def __post_init__(self) -> None:
-        for name in ("clip_len", "clip_stride", "channels", "hidden"):
+        super().__post_init__()  # the architecture's checks
+        for name in ("clip_len", "clip_stride"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.att_lambda < 0:
             raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
-        if self.temporal_kernel not in (1, 3):
-            raise UserError(f"--temporal-kernel must be 3 (3D convnet) or 1 (2D convnet), got {self.temporal_kernel}")
         check_common(self)
+
+
+def build_model(config: Conv3DConfig | Mapping[str, Any], shapes: Mapping[str, Sequence[int]], num_classes: int):
+    """The train-3d network: one 3D convnet per level of ``shapes`` (level -> its maps' (C, H, W), in the
+    run's level order), with ``num_classes`` classes. ``config`` is a :class:`Train3DConfig` (any
+    :class:`Conv3DConfig`) or a run's saved ``config["model"]`` dict; the weights are then a fresh initialization
+    (load a run's ``checkpoint.pt`` ``"model"`` state over them)."""
+    from actiontk.models.conv3d import MultiLevel3D
+
+    if isinstance(config, Mapping):
+        config = from_mapping(Conv3DConfig, config)
+    return MultiLevel3D(config, {level: int(shape[0]) for level, shape in shapes.items()}, num_classes)
 
 
 def check_common(cfg) -> None:
@@ -113,7 +117,6 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     """
 
     from actiontk.data.clips import ClipDataset, collate_clips
-    from actiontk.models.conv3d import Conv3DConfig, MultiLevel3D
     from actiontk.train.engine import Trainer, seed_everything
 
     up, split = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=split, run=features,
@@ -149,9 +152,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
         return run, cubes_run_of(cache_root, run)
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
-    model = MultiLevel3D({layer: Conv3DConfig(in_channels=shapes[layer][0], channels=cfg.channels, hidden=cfg.hidden,
-                                              num_classes=len(classes), dropout=cfg.dropout,
-                                              temporal_kernel=cfg.temporal_kernel) for layer in layers})
+    model = build_model(cfg, {layer: shapes[layer] for layer in layers}, len(classes))
     if init_run is not None:  # before the run is made: weights that do not fit leave no empty run behind
         load_weights(model, init_run, log)  # (a resumed run then restores its own checkpoint over them)
     run = open_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)

@@ -26,7 +26,7 @@ The stage writes, for the test (MPII: val) split:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,8 @@ from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.data.gap_items import IMAGE_DATASETS, CachedMaps, ImageCrops, load_items
 from actiontk.errors import UserError
+from actiontk.models.configs import PAPER_POSE_WEIGHT, GAPConfig, from_mapping
 from actiontk.stages import upstream
-from actiontk.models.gap import PAPER_POSE_WEIGHT
 from actiontk.stages.common import train_key
 
 STAGE = "train-gap"
@@ -46,32 +46,16 @@ SCHEMA = 3  # 2: inputs standardized per channel; 3: pose as a loss term only by
 
 
 @dataclass
-class TrainGAPConfig:
-    """Head, pose and input options of ``train-gap`` (training options are in :class:`TrainConfig`)."""
+class TrainGAPConfig(GAPConfig):
+    """The options of ``train-gap``: the head's architecture (:class:`GAPConfig`: head, depth, width, dropout,
+    form, pose, pose_attention, pose_width) and the stage's own loss, input and mode options below (training
+    options are in :class:`TrainConfig`)."""
 
-    head: str = "gap"
-    """mean (mean-pool + linear baseline), attn (rank-1 attentional pooling) or gap (T bottom-up layers)."""
-    depth: int | None = None
-    """T, hidden bottom-up 1x1 conv layers of the gap head (default 3; attn is T = 0)."""
-    width: int = 4096
-    """r1, width of the first bottom-up layer; each next one is half as wide (paper: 4096)."""
-    dropout: float = 0.8
-    """Drop rate on the maps before the top-down conv (the rank-1 reference: 0.8)."""
-    form: str = "activations"
-    """How the gap head's bottom-up factor is built: activations (Sec. IV: 1x1 convs + ReLU on the maps, the
-    default) or weights (Eqs. 4-5 as printed: a rank-1 head with b = ReLU(V c), V a product of ReLU'd matrices)."""
-    pose: bool = False
-    """Add the pose branch: keypoint heatmap regression (l2), a regularizing loss term (paper, Sec. III)."""
-    pose_attention: bool = False
-    """With --pose, feed the pose branch's features into the bottom-up attention (the rank-1 reference code's
-    variant; not the paper's). Off: pose is a loss term only."""
     pose_weight: float = PAPER_POSE_WEIGHT
     """Weight of the pose loss relative to the cross-entropy (paper: 1e-6)."""
     standardize: bool = True
     """Standardize every input channel with training-set statistics before the head (our addition; off: the
     maps as the backbone gives them)."""
-    pose_width: int = 768
-    """Channels of the pose branch's two 3x3 convs."""
     sigma: float = 1.0
     """Standard deviation of a joint's Gaussian heatmap, in map cells."""
     finetune: bool = False
@@ -90,27 +74,10 @@ class TrainGAPConfig:
     """Test images whose attention maps are kept for the report."""
 
     def __post_init__(self) -> None:
-        if self.head not in ("mean", "attn", "gap"):
-            raise UserError(f"--head must be mean, attn or gap, got {self.head!r}")
-        if self.depth is not None and self.head != "gap":
-            raise UserError(f"--depth applies to --head gap only (head {self.head!r})",
-                            "attn is the depth-0 head; mean has no bottom-up map")
-        if self.depth is not None and self.depth < 0:
-            raise UserError(f"--depth must be >= 0, got {self.depth}")
-        if self.depth is not None and self.depth > 0 and self.width >> (self.depth - 1) < 1:
-            raise UserError(f"--width {self.width} is too narrow for --depth {self.depth}: widths halve per layer")
-        for name in ("width", "pose_width", "resize", "crop"):
+        super().__post_init__()  # the head's checks
+        for name in ("resize", "crop"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.form not in ("activations", "weights"):
-            raise UserError(f"--form must be activations or weights, got {self.form!r}")
-        if self.form == "weights" and (self.head != "gap" or self.depth == 0):
-            raise UserError("--form weights (Eqs. 4-5 as printed) needs --head gap with --depth >= 1",
-                            "attn is already rank-1; drop --form or use --head gap")
-        if not self.pose:
-            self.pose_attention = False  # no pose branch, nothing to feed: one key for both spellings
         if self.pose_weight < 0:
             raise UserError(f"--pose-weight must be >= 0, got {self.pose_weight}")
         if self.sigma <= 0:
@@ -131,6 +98,30 @@ class TrainGAPConfig:
             for name in ("backbone", "weights", "resize", "crop"):
                 out.pop(name)
         return out
+
+
+def build_model(config: TrainGAPConfig | Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
+                num_classes: int, *, weights: str | None = None, seed: int = 0):
+    """The train-gap network (:class:`~actiontk.models.gap.GAPNet`), with ``num_classes`` classes. ``config`` is a
+    :class:`TrainGAPConfig` or a run's saved ``config["model"]`` dict. On cached maps the head reads
+    ``config.layer``, whose maps' (C, H, W) ``shapes`` gives (an extract run's ``FeatureReader.layers()``); with
+    ``finetune`` it sits on the backbone (``shapes`` unused), built with ``weights`` (default ``config.weights``;
+    pass ``"none"`` to load a run's checkpoint over it) and ``seed``. The head's weights are a fresh
+    initialization from the current RNG; load a run's ``checkpoint.pt`` ``"model"`` state over them."""
+    from actiontk.models.backbones import build_backbone, channels
+    from actiontk.models.gap import GAPHead, GAPNet
+
+    if isinstance(config, Mapping):
+        config = from_mapping(TrainGAPConfig, config)
+    if config.finetune:
+        head = GAPHead(config, channels(config.backbone, config.layer), num_classes)
+        fb = build_backbone(config.backbone, [config.layer], config.weights if weights is None else weights, seed=seed)
+        fb.body.requires_grad_(True)
+        return GAPNet(head, fb.body, config.layer)
+    if shapes is None or config.layer not in shapes:
+        raise UserError(f"no {config.layer} maps to build the train-gap head on (the features hold "
+                        f"{', '.join(shapes or {}) or 'none'})", f"extract with --layers {config.layer}")
+    return GAPNet(GAPHead(config, int(shapes[config.layer][0]), num_classes))
 
 
 # -- the stage ------------------------------------------------------------------------------------------------
@@ -155,8 +146,8 @@ def _not_images(run: Run) -> UserError | None:
 def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | None = None, root: Path | None = None,
               features: str | Run | None = None, resume: bool = True, log: Callable[[str], None] = print,
               console=None) -> Run:
-    from actiontk.models.backbones import channels, layer_map_size
-    from actiontk.models.gap import GAPConfig, GAPHead, GAPNet, fit_standardization
+    from actiontk.models.backbones import BACKBONES, layer_map_size
+    from actiontk.models.gap import fit_standardization
     from actiontk.train.engine import Trainer, seed_everything
 
     if dataset is not None and dataset.lower() not in IMAGE_DATASETS:
@@ -187,7 +178,6 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
 
     if cfg.finetune:
         classes, train_items, test_items = load_items(name, data_root, need_pose=cfg.pose, log=log)
-        f = channels(cfg.backbone, cfg.layer)
         map_size = layer_map_size(cfg.backbone, cfg.layer, cfg.crop)
         if min(map_size) < 1:
             raise UserError(f"--crop {cfg.crop} is too small for {cfg.backbone} {cfg.layer}", "use a larger --crop")
@@ -200,27 +190,19 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
                             "[train-gap] section of a --config file")
         classes, train_items, test_items = load_items(name, data_root, keep=lambda rel: rel in reader,
                                                       need_pose=cfg.pose, log=log)
-        f = int(shapes[cfg.layer][0])
         bb = up.info["config"]["backbone"]
         input_size = int(bb["size"])
         stride = 32 if cfg.layer == "layer4" else max(1, input_size // int(shapes[cfg.layer][2]))
 
     seed_everything(tcfg.seed)  # same config, same initial weights
-    head = GAPHead(GAPConfig(in_channels=f, num_classes=len(classes), head=cfg.head, depth=cfg.depth,
-                             width=cfg.width, dropout=cfg.dropout, pose=cfg.pose, pose_width=cfg.pose_width,
-                             pose_attention=cfg.pose_attention, form=cfg.form))
+    model = build_model(cfg, None if cfg.finetune else shapes, len(classes), seed=tcfg.seed)
     if cfg.finetune:
-        from actiontk.models.backbones import build_backbone
-
-        fb = build_backbone(cfg.backbone, [cfg.layer], cfg.weights, seed=tcfg.seed)
-        fb.body.requires_grad_(True)
-        model, stride = GAPNet(head, fb.body, cfg.layer), fb.strides[cfg.layer]
+        stride = BACKBONES[cfg.backbone].layers[cfg.layer].stride
         train_set = ImageCrops(train_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
                                stride=stride, train=True, seed=tcfg.seed)
         test_set = ImageCrops(test_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
                               stride=stride, train=False, seed=tcfg.seed)
     else:
-        model = GAPNet(head)
         train_set = CachedMaps(reader, train_items, cfg.layer, input_size, cfg.sigma, stride)
         test_set = CachedMaps(reader, test_items, cfg.layer, input_size, cfg.sigma, stride)
     mode = "fine-tuning " + cfg.backbone if cfg.finetune else f"cached {cfg.layer} maps of {up.short}"

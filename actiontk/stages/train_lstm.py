@@ -20,7 +20,7 @@ test split:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
 from actiontk.metrics import vote  # clips -> video majority (ours), shared with evaluate
+from actiontk.models.configs import JointLSTMConfig, from_mapping
 from actiontk.stages import registry, upstream
 from actiontk.stages.common import split_videos, train_key
 from actiontk.stages.train_3d import check_common, pick_levels
@@ -40,22 +41,14 @@ SCHEMA = 2  # 2: the paper's hard clip vote (clip_pred) and the printed loss nor
 
 
 @dataclass
-class TrainLSTMConfig:
-    """Model and clip options of ``train-lstm`` (training options are in :class:`TrainConfig`)."""
+class TrainLSTMConfig(JointLSTMConfig):
+    """The options of ``train-lstm``: the LSTM's architecture (:class:`JointLSTMConfig`: fusion, hidden, layers,
+    dropout, pyramid) and the stage's own clip, vote and loss options below (training options are in
+    :class:`TrainConfig`)."""
 
-    fusion: str = "early"
-    """early or late fusion of the levels in the candidate memory."""
     levels: list[str] | None = None
     """Levels to read, comma-separated or repeated (default: every level of the upstream run); one level is the
     single-level ablation."""
-    hidden: int = 1024
-    """Units per LSTM layer (paper: 1024)."""
-    layers: int = 3
-    """Stacked layers; the first is the joint attention cell, the others standard LSTM layers (paper: 3)."""
-    dropout: float = 0.5
-    """Dropout between layers and before the classifier."""
-    pyramid: bool = True
-    """Spatial pyramid pooling (full map + 4 quadrants) of each input with the attention."""
     clip_len: int = 30
     """L1: steps per clip (paper: 30)."""
     clip_stride: int = 15
@@ -72,18 +65,30 @@ class TrainLSTMConfig:
     """Test clips whose attention maps are kept for the report."""
 
     def __post_init__(self) -> None:
-        if self.fusion not in ("early", "late"):
-            raise UserError(f"--fusion must be early or late, got {self.fusion!r}")
-        for name in ("hidden", "layers", "clip_len", "clip_stride", "last"):
+        super().__post_init__()  # the architecture's checks
+        for name in ("clip_len", "clip_stride", "last"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.last > self.clip_len:
             raise UserError(f"--last ({self.last}) cannot exceed --clip-len ({self.clip_len})")
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.att_lambda < 0:
             raise UserError(f"--att-lambda must be >= 0, got {self.att_lambda}")
         check_common(self)
+
+
+def build_model(config: JointLSTMConfig | Mapping[str, Any], shapes: Mapping[str, Sequence[int]], num_classes: int):
+    """The train-lstm network over the levels of ``shapes`` (level -> its maps' (C, H, W), in the run's level
+    order; one grid for all), with ``num_classes`` classes. ``config`` is a :class:`TrainLSTMConfig` (any
+    :class:`JointLSTMConfig`) or a run's saved ``config["model"]`` dict; the weights are a fresh initialization
+    (load a run's ``checkpoint.pt`` ``"model"`` state over them)."""
+    from actiontk.models.joint_lstm import JointAttentionLSTM
+
+    if isinstance(config, Mapping):
+        config = from_mapping(JointLSTMConfig, config)
+    grids = {tuple(int(n) for n in shape[1:]) for shape in shapes.values()}
+    if len(grids) != 1:
+        raise UserError(f"the cube levels have different map sizes {sorted(grids)}", "extract with --grid G")
+    return JointAttentionLSTM(config, [int(shape[0]) for shape in shapes.values()], grids.pop(), num_classes)
 
 
 def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
@@ -92,7 +97,6 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
     """Train (or resume) and write the predictions. ``features`` (an extract run) instead of ``cubes`` feeds the
     per-frame maps straight to the LSTM (the paper's "no temporal convnet" ablation)."""
     from actiontk.data.clips import ClipDataset, collate_clips
-    from actiontk.models.joint_lstm import JointAttentionLSTM, JointLSTMConfig
     from actiontk.train.engine import Trainer, seed_everything
 
     if cubes is not None and features is not None:
@@ -116,13 +120,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
         return run
     seed_everything(tcfg.seed)  # same config, same initial weights
-    grids = {tuple(shapes[lv][1:]) for lv in levels}
-    if len(grids) != 1:
-        raise UserError(f"the cube levels have different map sizes {sorted(grids)}", "extract with --grid G")
-    model = JointAttentionLSTM(JointLSTMConfig(in_channels=[shapes[lv][0] for lv in levels], grid=grids.pop(),
-                                               hidden=cfg.hidden,
-                                               layers=cfg.layers, fusion=cfg.fusion, num_classes=len(classes),
-                                               dropout=cfg.dropout, pyramid=cfg.pyramid))
+    model = build_model(cfg, {lv: shapes[lv] for lv in levels}, len(classes))
     train_set = ClipDataset(reader, train_videos, levels, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
     test_set = ClipDataset(reader, test_videos, levels, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
     for ds_, what in ((train_set, "train"), (test_set, "test")):
