@@ -62,4 +62,13 @@ def storage_problem(e: BaseException) -> str | None:
     return None
 
 
+def one_line(text: object, limit: int = 200, *, first_line: bool = False) -> str:
+    """``text`` (a message, an exception) as one line of at most ``limit`` characters, cut with "…": its
+    whitespace runs collapsed into single spaces, or with ``first_line`` only its first non-blank line (the
+    gist of a tool's multi-line output, e.g. FFmpeg's)."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = (lines[0] if lines else "") if first_line else " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 _STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS)

@@ -392,6 +392,28 @@ def list_runs(root: Path, stage: str | None = None) -> list[Run]:
     return runs
 
 
+def run_by_name(root: Path, name: str, stages: tuple[str, ...] | list[str], what: str) -> Run:
+    """The run ``name`` names: a run folder (any stage: the caller checks it is of a kind it reads), or a
+    ``STAGE/KEY`` or ``KEY`` prefix among the runs of ``stages`` under ``root``. ``what`` names the runs looked
+    for in the errors (e.g. "training run"): none found, or a prefix that matches several."""
+    path = Path(name).expanduser()
+    if (path / RUN_FILE).is_file():
+        try:
+            return Run(path.resolve(), json.loads((path / RUN_FILE).read_text()))
+        except ValueError:
+            raise UserError(f"{path / RUN_FILE} is not valid JSON", "remove that folder") from None
+    stage, _, prefix = name.rpartition("/")
+    matches = [r for s in stages for r in list_runs(root, s)
+               if (not stage or r.stage == stage) and prefix and r.key.startswith(prefix)]
+    if not matches:
+        raise UserError(f"no {what} named {name!r} in {root}",
+                        "give a run folder or STAGE/KEY prefix; `actiontk status` lists the runs")
+    if len(matches) > 1:
+        raise UserError(f"{name!r} matches {len(matches)} runs: {', '.join(r.short for r in matches[:5])}",
+                        "give more of the key")
+    return matches[0]
+
+
 def dir_size(path: Path) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):

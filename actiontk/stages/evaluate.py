@@ -34,7 +34,7 @@ import numpy as np
 from actiontk import __version__
 from actiontk import metrics as M
 from actiontk.cache.lifecycle import mark_complete, unmark
-from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs, open_run
+from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs, open_run, run_by_name
 from actiontk.errors import UserError
 from actiontk.stages import registry, upstream
 
@@ -220,7 +220,7 @@ def find_run(cache_root: Path, name: str | None, log: Callable[[str], None]) -> 
         run = usable[0]
         log(f"evaluating the newest training run with predictions: {describe(run)}")
         return run
-    run = _by_name(cache_root, name)
+    run = run_by_name(cache_root, name, TRAIN_STAGES, "training run")
     if run.stage not in TRAIN_STAGES:
         raise UserError(f"{run.short} is a {run.stage} run; evaluate reads {' or '.join(TRAIN_STAGES)} runs",
                         "`actiontk status` lists the runs")
@@ -231,25 +231,6 @@ def find_run(cache_root: Path, name: str | None, log: Callable[[str], None]) -> 
         log(f"warning: {run.short} is not marked complete; its predictions may be partial")
     log(f"evaluating {describe(run)}")
     return run
-
-
-def _by_name(cache_root: Path, name: str) -> Run:
-    path = Path(name).expanduser()
-    if (path / RUN_FILE).is_file():
-        try:
-            return Run(path.resolve(), json.loads((path / RUN_FILE).read_text()))
-        except ValueError:
-            raise UserError(f"{path / RUN_FILE} is not valid JSON", "remove that folder") from None
-    stage, _, prefix = name.rpartition("/")
-    matches = [r for r in _training_runs(cache_root)
-               if (not stage or r.stage == stage) and prefix and r.key.startswith(prefix)]
-    if not matches:
-        raise UserError(f"no training run named {name!r} in {cache_root}",
-                        "give a run folder or STAGE/KEY prefix; `actiontk status` lists the runs")
-    if len(matches) > 1:
-        raise UserError(f"{name!r} matches {len(matches)} runs: {', '.join(r.short for r in matches[:5])}",
-                        "give more of the key")
-    return matches[0]
 
 
 # -- provenance and splits -------------------------------------------------------------------------------

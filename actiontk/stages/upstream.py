@@ -12,7 +12,7 @@ from pathlib import Path
 # the run lifecycle lives in actiontk.cache.lifecycle; these names stay here for the training stages that call
 # upstream.mark_complete / upstream.is_complete on their own runs (no check: a training run's mark decides)
 from actiontk.cache.lifecycle import COMPLETE, completion, is_complete, mark_complete  # noqa: F401
-from actiontk.cache.runs import Run, list_runs
+from actiontk.cache.runs import Run, list_runs, run_by_name
 from actiontk.cache.targets import target_splits
 from actiontk.errors import UserError
 
@@ -49,8 +49,9 @@ def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | 
             raise UserError(f"{run.short} is a {run.stage} run, not a {stage} run", f"name a {stage} run")
         chosen = run
     elif run is not None:
-        candidates = list_runs(cache_root, stage)
-        chosen = _by_name(cache_root, stage, run, candidates)
+        chosen = run_by_name(cache_root, run, (stage,), f"{stage} run")
+        if chosen.stage != stage:
+            raise UserError(f"{chosen.short} is a {chosen.stage} run, not a {stage} run", f"name a {stage} run")
     else:
         fitting = [r for r in list_runs(cache_root, stage)
                    if (dataset is None or run_dataset(r) == dataset.lower())
@@ -76,10 +77,3 @@ def pick_run(cache_root: Path, stage: str, *, dataset: str | None, split: int | 
         f"{chosen.info.get('created', '?')[:19]})")
     return chosen, use_split
 
-
-def _by_name(cache_root: Path, stage: str, name: str, candidates: list[Run]) -> Run:
-    path = Path(name)
-    for r in candidates:
-        if r.path == path.resolve() or r.path.name.startswith(path.name) or r.short == name:
-            return r
-    raise UserError(f"no {stage} run named {name!r} in {cache_root}", "`actiontk status` lists the runs")

@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from actiontk.errors import UserError
+from actiontk.errors import UserError, one_line
 
 SizeArg = int | Sequence[int] | None  # None = native, int = shorter side, (H, W) = exact
 
@@ -83,9 +83,7 @@ class DecodeTimeout(DecodeError):
 
 
 def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    line = lines[0] if lines else ""
-    return line if len(line) <= _MAX_REASON else line[: _MAX_REASON - 3] + "..."
+    return one_line(text, _MAX_REASON, first_line=True)
 
 
 def exception_reason(exc: BaseException) -> str:
