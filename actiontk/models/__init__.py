@@ -2,6 +2,8 @@
 
 - :mod:`~actiontk.models.backbones`: CNN backbones (``vgg16``, ``resnet101``, ``resnet50``, ``resnet18``) that
   return intermediate feature maps by layer name, a registry of their specs and the weights' preprocessing.
+- :mod:`~actiontk.models.configs`: the architecture options of the three trained networks, each declared once
+  (torch-free); the training stages' configs extend them.
 - :mod:`~actiontk.models.conv3d`: the deeply supervised multi-level 3D convnet of the joint-attention method
   ("Action Recognition with Joint Attention on Multi-Level Deep Features", Sec. 3.2).
 - :mod:`~actiontk.models.joint_lstm`: that method's joint attention LSTM over the 3D-conv cubes (Sec. 3.3).
