@@ -542,6 +542,20 @@ def memory_format(name: str, device: torch.device | str) -> torch.memory_format:
     return torch.channels_last if CPU_CHANNELS_LAST.get(fam, False) else torch.contiguous_format
 
 
+def _is_video(name: str) -> bool:
+    if name in BACKBONES:
+        return False
+    from actiontk.models import zoo
+
+    return zoo.is_video(name)
+
+
+def is_video(name: str) -> bool:
+    """Whether ``name`` is a video model (clips in, (C, t, h, w) maps out); no torchvision import for the curated
+    backbones."""
+    return _is_video(name)
+
+
 def _enum_id(member: Any) -> str:
     return f"{type(member).__name__}.{member.name}"
 
@@ -579,12 +593,13 @@ def make_preprocess(name: str, size: int, *, imagenet: bool, square: bool = Fals
 
             member = zoo.weights_enum(name).DEFAULT
     make = member.transforms  # functools.partial(ImageClassification, crop_size=...)
-    if imagenet:
-        t = make(resize_size=size, crop_size=size)
-    else:
-        # Random or local weights: the same transform, with the ImageNet statistics spelled out so that
-        # an eventual change of the enum's defaults cannot change them silently.
-        t = make(resize_size=size, crop_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    # VideoClassification (the video models' transform) takes sizes as sequences, maps (N, T, 3, H, W) clips
+    # to (N, 3, T, size, size); ImageClassification takes one int
+    sizes = {"resize_size": [size], "crop_size": [size, size]} if _is_video(name) else \
+        {"resize_size": size, "crop_size": size}
+    # Random or local weights: the same transform, with the ImageNet statistics spelled out so that an eventual
+    # change of the enum's defaults cannot change them silently.
+    t = make(**sizes) if imagenet else make(**sizes, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return SquareResize(t, size) if square else t
 
 
@@ -736,16 +751,18 @@ def _load_state(name: str, weights: str | os.PathLike[str], member: Any, progres
 
 
 def build_backbone(name: str, layers: Sequence[str], weights: str | os.PathLike[str] = "imagenet", *,
-                   seed: int = 0, progress: bool = True, size: int | None = None) -> FeatureBackbone:
+                   seed: int = 0, progress: bool = True, size: int | None = None,
+                   frames: int | None = None) -> FeatureBackbone:
     """Build ``name`` truncated after the last of ``layers``, with ``weights`` = imagenet | none | an enum member
     name such as IMAGENET1K_V2 | PATH.
 
     ``seed`` only matters for ``weights="none"``; ``progress`` shows torchvision's download progress bar;
     ``size``: the input size, which ViT and MaxViT are built for (default: their weights' crop size) and which
-    sets the strides reported for other general models. The caller's RNG state is left untouched in every case.
+    sets the strides reported for other general models; ``frames``: a video model's clip length (default 16).
+    The caller's RNG state is left untouched in every case.
     """
     if not _curated(name, layers):
-        return _build_general(name, layers, weights, seed=seed, progress=progress, size=size)
+        return _build_general(name, layers, weights, seed=seed, progress=progress, size=size, frames=frames)
     from torchvision.models.feature_extraction import create_feature_extractor
 
     spec = _spec(name)
@@ -788,14 +805,15 @@ def _check_loaded(name: str, body: torch.nn.Module) -> None:
 
 
 def _build_general(name: str, layers: Sequence[str], weights: str | os.PathLike[str], *, seed: int,
-                   progress: bool, size: int | None) -> FeatureBackbone:
+                   progress: bool, size: int | None, frames: int | None = None) -> FeatureBackbone:
     """build_backbone() for any torchvision model: graph nodes, maps from the dry run, token outputs as maps."""
     from actiontk.models import zoo
 
     levels = _levels(name, layers)
     size = size or zoo.default_size(name)
     _check_size(size)
-    frames = zoo.default_frames(name)
+    video = zoo.is_video(name)
+    frames = (frames or zoo.default_frames(name)) if video else None
     shapes = {lv.name: zoo.level_shape(name, lv, size, frames) for lv in levels}
     if any(shape is None for shape in shapes.values()):
         raise UserError(f"{name} cannot run at --size {size}: {zoo.run_error(name, size, frames)}",
@@ -804,17 +822,16 @@ def _build_general(name: str, layers: Sequence[str], weights: str | os.PathLike[
     maps = [lv.name for lv in levels]
     dims = {"channels": {k: int(v[0]) for k, v in shapes.items()},
             "strides": {k: max(1, round(size / v[-1])) if v[-1] > 1 else size for k, v in shapes.items()}}
-    video = zoo.is_video(name)
     member = _member(name, weights)
     if isinstance(weights, str) and weights == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = zoo.build_model(name, size, meta=False)
+            model = zoo.build_model(name, size, meta=False, frames=frames)
             batch = (2, 3, frames, size, size) if video else (2, 3, size, size)
             calibrated = _calibrate_batchnorm(model, batch)
         body = zoo.cut(model.eval(), levels, layouts)
         return FeatureBackbone(name, maps, body, _random_id(seed, calibrated), imagenet=False, video=video, **dims)
-    model = zoo.build_model(name, size, meta=True)
+    model = zoo.build_model(name, size, meta=True, frames=frames)
     full_keys = set(model.state_dict())
     body = zoo.cut(model, levels, layouts)
     del model

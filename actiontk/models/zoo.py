@@ -106,9 +106,10 @@ def default_frames(name: str) -> int | None:
     return 16 if is_video(name) else None
 
 
-def size_kwargs(name: str, size: int | None) -> dict[str, Any]:
+def size_kwargs(name: str, size: int | None, frames: int | None = None) -> dict[str, Any]:
     """Builder arguments that depend on the input size: ViT's position embedding and MaxViT's partitions are
-    sized for one input (built for ``size``; loaded weights are interpolated, see :func:`fit_position`)."""
+    sized for one input (built for ``size``; loaded weights are interpolated, see :func:`fit_position`). MViT's
+    builders fix theirs at 224 px x 16 frames: it runs at that clip size only."""
     if size is None:
         return {}
     fam = family(name)
@@ -119,11 +120,11 @@ def size_kwargs(name: str, size: int | None) -> dict[str, Any]:
     return {}
 
 
-def build_model(name: str, size: int | None, *, meta: bool) -> torch.nn.Module:
+def build_model(name: str, size: int | None, *, meta: bool, frames: int | None = None) -> torch.nn.Module:
     """The torchvision model with random init (caller seeds), or on the meta device (no init, no memory)."""
     from torchvision.models import get_model
 
-    kwargs = size_kwargs(name, size)
+    kwargs = size_kwargs(name, size, frames)
     try:
         if meta:
             try:
@@ -264,7 +265,7 @@ def suggested_layers(name: str) -> list[str]:
         "maxvit": ["blocks.1", "blocks.2", "blocks.3"],
         "video_resnet": ["layer2", "layer3", "layer4"],
         "resnet": ["layer2", "layer3", "layer4"],
-        "swin3d": ["features.3", "features.5", "features.7"],
+        "swin3d": ["features.2", "features.4", "features.6"],
         "s3d": ["features.9", "features.13", "features.15"],
         "densenet": ["features.denseblock2", "features.denseblock3", "features.denseblock4"],
     }
@@ -286,17 +287,22 @@ def suggested_layers(name: str) -> list[str]:
 # -- outputs as maps ------------------------------------------------------------------------------------------
 
 
-def _layout(name: str, node: str, out: Any) -> str:
+def _layout(name: str, node: str, out: Any, frames: int | None = None) -> str:
     """How the raw output of ``node`` becomes a channels-first map (or why it cannot)."""
     fam = family(name)
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor) and fam == "mvit":
-        return "mvit"
     if not isinstance(out, Tensor):
         return "none"
     video = fam in ("video_resnet", "s3d", "swin3d", "mvit")
     if video:
         if out.dim() == 5:
             return "nthwc" if fam == "swin3d" and node.startswith(("features", "norm")) else "ncthw"
+        if fam == "mvit" and out.dim() == 3 and frames:
+            # 1 class token + t*h*w tokens; MViT's patch embedding (kernel 3, stride 2, pad 1 in time) sets t,
+            # which no later block changes
+            t = (frames - 1) // 2 + 1
+            cells = (out.shape[1] - 1) // t
+            if (out.shape[1] - 1) % t == 0 and math.isqrt(cells) ** 2 == cells:
+                return f"mvit_t{t}"
         return "none"
     if out.dim() == 4:
         return "nhwc" if fam == "swin" and node.startswith(("features", "norm")) else "nchw"
@@ -324,13 +330,13 @@ def to_map(out: Any, layout: str, part: str) -> Tensor:
         grid = out[:, 1:] if layout == "tokens_cls" else out
         side = math.isqrt(grid.shape[1])
         return grid.transpose(1, 2).reshape(b, c, side, side)
-    if layout == "mvit":
-        x, thw = out[0], out[1]
-        b, _, c = x.shape
-        t, h, w = (int(v) for v in thw)
+    if layout.startswith("mvit_t"):
+        b, n, c = out.shape
         if part == "cls":
-            return x[:, 0].reshape(b, c, 1, 1, 1)
-        return x[:, 1:].transpose(1, 2).reshape(b, c, t, h, w)
+            return out[:, 0].reshape(b, c, 1, 1, 1)
+        t = int(layout[len("mvit_t"):])
+        side = math.isqrt((n - 1) // t)
+        return out[:, 1:].transpose(1, 2).reshape(b, c, t, side, side)
     raise ValueError(f"no map layout {layout!r}")
 
 
@@ -379,10 +385,10 @@ def dry_run(name: str, nodes: Sequence[str], size: int, frames: int | None = Non
     from torchvision.models.feature_extraction import create_feature_extractor
 
     try:
-        traced_key = (name, tuple(missing), size if size_kwargs(name, size) else None)
+        traced_key = (name, tuple(missing), (size, frames) if size_kwargs(name, size, frames) else None)
         body = _TRACED.get(traced_key)
-        if body is None:  # a model built for one size (ViT, MaxViT) is traced again per size
-            model = build_model(name, size, meta=True)
+        if body is None:  # a model built for one size (ViT, MaxViT, MViT) is traced again per size
+            model = build_model(name, size, meta=True, frames=frames)
             body = _TRACED[traced_key] = create_feature_extractor(model, return_nodes={n: n for n in missing})
         out = body(torch.empty(input_shape(name, size, frames), device="meta"))
     except UserError:
@@ -394,7 +400,7 @@ def dry_run(name: str, nodes: Sequence[str], size: int, frames: int | None = Non
     found = {}
     for node in missing:
         value = out[node]
-        layout = _layout(name, node, value)
+        layout = _layout(name, node, value, frames)
         if layout == "none":
             shape = list(value.shape[1:]) if isinstance(value, Tensor) else [type(value).__name__]
         else:
@@ -412,7 +418,7 @@ def level_shape(name: str, level: Level, size: int, frames: int | None = None) -
     if "error" in info:
         return None
     layout, shape = info["layout"], tuple(info["shape"])
-    if layout == "none" or (level.part == "cls" and layout not in ("tokens_cls", "mvit")):
+    if layout == "none" or (level.part == "cls" and layout != "tokens_cls" and not layout.startswith("mvit")):
         what = "no class token" if level.part == "cls" and layout != "none" else \
             f"no spatial output (its output is {'x'.join(map(str, shape)) or shape})"
         raise UserError(f"node {level.node!r} of {name} has {what}: it cannot be stored as a feature map",
