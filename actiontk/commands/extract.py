@@ -33,9 +33,10 @@ def run_extract(dataset: str, root: Path, split: int, *, cache: Path | None, con
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.config import load_preset, resolve
     from actiontk.stages.extract import ExtractConfig, extract, summary_line
+    from actiontk.stages.registry import EXTRACT
 
     preset, source = load_preset(dataset.lower(), config)
-    cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides, source=str(source or "options"))
+    cfg = resolve(ExtractConfig, preset.get(EXTRACT, {}), overrides, source=str(source or "options"))
     console = Console(stderr=True)
     result = extract(dataset, root, split, cfg, resolve_cache_root(cache), strict=strict,
                      retry_failed=retry_failed, log=lambda m: console.print(escape(m)), progress_console=console)

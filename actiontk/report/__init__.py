@@ -26,6 +26,7 @@ import numpy as np
 
 from actiontk.errors import UserError
 from actiontk.report import media
+from actiontk.stages import registry
 from actiontk.stages.evaluate import ATTENTION_SAMPLES, SUMMARY_LABELS, Evaluation
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -143,7 +144,7 @@ def _pick(correct: np.ndarray, rel: np.ndarray, n_each: int) -> list[int]:
 
 def _frame_stride(ev: Evaluation) -> int:
     for p in ev.provenance:
-        if p.get("found") and p.get("stage") == "extract":
+        if p.get("found") and p.get("stage") == registry.EXTRACT:
             return int(p.get("config", {}).get("frame_stride") or 1)
     return 1
 

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from actiontk.stages.registry import EXTRACT, TRAIN_3D
+
 
 @dataclass(frozen=True)
 class Row:
@@ -82,7 +84,7 @@ def method_of(kind: str, provenance: Sequence[dict[str, Any]]) -> dict[str, Any]
     by_stage: dict[str, dict[str, Any]] = {}
     for p in runs:
         by_stage.setdefault(p["stage"], p)  # the nearest run of each stage (depth first from the top)
-    extract = by_stage.get("extract")
+    extract = by_stage.get(EXTRACT)
     extract_backbone = _get(extract, "config", "backbone") or {}
     out: dict[str, Any] = {}
     model = _get(top, "config", "model") or {}
@@ -99,9 +101,9 @@ def method_of(kind: str, provenance: Sequence[dict[str, Any]]) -> dict[str, Any]
     out["fusion"] = model.get("fusion")
     out["lstm_attention_term"] = float(model.get("att_lambda") or 0) > 0
     ups = top.get("upstream", {})
-    three_d = by_stage.get("train-3d")
+    three_d = by_stage.get(TRAIN_3D)
     levels = model.get("levels")
-    if "extract" in ups:
+    if EXTRACT in ups:
         out["temporal"], out["regularized"] = "none", False
     elif three_d is not None:
         m3 = _get(three_d, "config", "model") or {}

@@ -33,11 +33,12 @@ from actiontk.cache.targets import TARGETS, extract_state, record_targets, targe
 from actiontk.datasets import Dataset, get_dataset
 from actiontk.errors import UserError
 from actiontk.runtime import dist_info, resolve_device, resolve_precision
+from actiontk.stages import registry  # light: it imports the stage modules only when asked
 from actiontk.stages.extract_batch import Batcher
 from actiontk.stages.extract_feed import decoder_fallback, feed
 
 SCHEMA = 2  # 2: verified, upright frames (display-matrix rotation, EXIF orientation); decoders in the key
-STAGE = "extract"  # actiontk.stages.registry.EXTRACT (registry imports this module lazily)
+STAGE = registry.EXTRACT
 
 
 @dataclass

@@ -23,6 +23,7 @@ import numpy as np
 from actiontk.cache import features as store
 from actiontk.datasets import Sample
 from actiontk.errors import UserError, storage_problem
+from actiontk.stages.registry import EXTRACT
 
 if TYPE_CHECKING:
     from actiontk.stages.extract import ExtractConfig
@@ -166,11 +167,11 @@ def feed(samples: list[Sample], cfg: ExtractConfig, batcher: Batcher, writer: st
         bar.update(task, fps=f"{batcher.frames_done / elapsed:.1f}")
         finish_ready()
 
-    progress = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]} fr/s"),
+    progress = Progress(TextColumn(EXTRACT), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fps]} fr/s"),
                         TimeRemainingColumn(), console=console, transient=False)
     try:
         with progress as bar:
-            task = bar.add_task("extract", total=len(samples), fps="-")
+            task = bar.add_task(EXTRACT, total=len(samples), fps="-")
             alive = len(threads)
             while alive or batcher.pending_frames:
                 try:
@@ -199,6 +200,7 @@ def feed(samples: list[Sample], cfg: ExtractConfig, batcher: Batcher, writer: st
                     slots[msg.vid] = writer.start(s.rel, fingerprint=fp, label=s.label, class_name=s.class_name,
                                                   frame_stride=cfg.frame_stride)
                 elif msg.kind == "end":
+                    batcher.end(msg.vid)  # a clip batcher queues a short video's one, padded clip
                     ended[msg.vid] = msg.data
                     finish_ready()
                 elif msg.kind == "fail":
