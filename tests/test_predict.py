@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from actiontk.cache.runs import list_runs
 from actiontk.cli import run as cli
+from actiontk.errors import UserError
 
 CLIP = {"clip_len": 6, "clip_stride": 4}
 # one torch thread: the tiny models gain nothing from more, and a busy machine makes every parallel region wait
@@ -303,3 +305,15 @@ def test_the_demo_step_predicts_held_out_videos(cache):
     command, results = predict_held_out(cache["work"] / "toy", cache["root"], cache["lstm"].path, count=2)
     assert command.startswith(f"actiontk predict train-lstm/{cache['lstm'].path.name} ")
     assert len(results) == 2 and all(r.clips >= 1 and r.source in command for r in results)
+
+
+def test_a_run_is_named_by_folder_or_stage_and_key_prefix(cache):
+    from actiontk.predict.api import find_run
+
+    lstm = cache["lstm"]
+    assert find_run(cache["root"], str(lstm.path)).path == lstm.path
+    assert find_run(cache["root"], f"{lstm.stage}/{lstm.key[:8]}").path == lstm.path
+    assert find_run(cache["root"], lstm.key[:8]).path == lstm.path
+    extract_run = next(r for r in list_runs(cache["root"], "extract"))
+    with pytest.raises(UserError, match="is a run of extract; predict applies"):
+        find_run(cache["root"], str(extract_run.path))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from actiontk.cache.runs import Run, list_runs, resolve_cache_root
+from actiontk.cache.runs import Run, list_runs, resolve_cache_root, run_by_name
 from actiontk.datasets.base import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from actiontk.errors import UserError
 from actiontk.predict import rebuild
@@ -148,22 +148,7 @@ def find_run(cache_root: Path, run: str | Path | Run | None, kinds: tuple[str, .
     if isinstance(run, Run):
         chosen = run
     elif run is not None:
-        text = str(run)
-        p = Path(text).expanduser()
-        chosen = None
-        if p.is_dir() and (p / "run.json").is_file():
-            chosen = next((r for r in list_runs(p.resolve().parent.parent, p.resolve().parent.name)
-                           if r.path == p.resolve()), None)
-        else:
-            stage, _, prefix = text.partition("/")
-            if stage in rebuild.PREDICTOR_STAGES and prefix:
-                matches = [r for r in list_runs(cache_root, stage) if r.path.name.startswith(prefix)]
-                if len(matches) > 1:
-                    raise UserError(f"{text!r} names {len(matches)} runs", "give more of the key")
-                chosen = matches[0] if matches else None
-        if chosen is None:
-            raise UserError(f"no train-lstm or train-gap run named {text!r} in {cache_root}",
-                            "give a run folder or STAGE/KEY as `actiontk status` lists them")
+        chosen = run_by_name(cache_root, str(run), rebuild.PREDICTOR_STAGES, "train-lstm or train-gap run")
     else:
         stages = [STAGE_OF[k] for k in kinds]
         candidates = [r for s in stages for r in list_runs(cache_root, s) if registry.is_complete(r)]
@@ -175,7 +160,7 @@ def find_run(cache_root: Path, run: str | Path | Run | None, kinds: tuple[str, .
                             "--cache")
         chosen = candidates[0]
     if chosen.stage not in rebuild.PREDICTOR_STAGES:
-        raise UserError(f"{chosen.short} is a {chosen.stage} run; predict applies a trained train-lstm or train-gap "
+        raise UserError(f"{chosen.short} is a run of {chosen.stage}; predict applies a trained train-lstm or train-gap "
                         "run", "name one of those (`actiontk status` lists them)")
     if not registry.is_complete(chosen):
         raise UserError(f"{chosen.short} is not complete", "finish its training first (`actiontk status` says why)")
