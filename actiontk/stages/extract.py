@@ -46,7 +46,8 @@ class ExtractConfig:
     """Options of ``actiontk extract``; defaults come from ``stages/<dataset>.toml`` ``[extract]``."""
 
     backbone: str = "vgg16"
-    """CNN: vgg16, resnet101, resnet50 or resnet18."""
+    """vgg16, resnet101, resnet50, resnet18 (the papers'), or any torchvision classification or video model by name
+    (`actiontk backbones` lists them)."""
     layers: list[str] = field(default_factory=lambda: ["pool4", "conv5_3"])
     """Layers whose maps are stored, comma-separated or repeated (vgg16: conv4_3 pool4 conv5_3 pool5; resnet*:
     layer1..layer4)."""
@@ -81,6 +82,10 @@ class ExtractConfig:
     """auto, cpu, cuda or cuda:N."""
     seed: int = 0
     """Seed of the random weights when weights = none."""
+    clip_len: int = 16
+    """Frames per clip of a video backbone (r3d_18, s3d, mvit_*, swin3d_*...): one (C, t, h, w) map per clip."""
+    clip_stride: int | None = None
+    """Frames between the starts of a video backbone's clips (unset: clip_len, clips side by side)."""
 
     def __post_init__(self) -> None:
         # "--layers a,b", "--layers a --layers b" and a TOML list all work
@@ -95,6 +100,9 @@ class ExtractConfig:
             (self.timeout > 0, f"--timeout must be positive, got {self.timeout}"),
             (self.videos_per_shard >= 1, f"--videos-per-shard must be at least 1, got {self.videos_per_shard}"),
             (self.chunk_frames >= 1, f"chunk_frames must be at least 1, got {self.chunk_frames}"),
+            (self.clip_len >= 1, f"--clip-len must be at least 1, got {self.clip_len}"),
+            (self.clip_stride is None or self.clip_stride >= 1,
+             f"--clip-stride must be at least 1, got {self.clip_stride}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"--precision must be auto, fp32, bf16 or fp16, "
                                                                   f"got {self.precision!r}"),
             (self.compression in (None, "lzf", "gzip"), f"compression must be none, lzf or gzip, "
@@ -120,6 +128,7 @@ class ExtractResult:
 # -- the stage ------------------------------------------------------------------------------------------
 def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[str, Any]:
     """The part of the config that changes the stored features (what the run key is computed from)."""
+    from actiontk.models import backbones
     from actiontk.models.backbones import backbone_identity
 
     return {
@@ -133,6 +142,9 @@ def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[
         "grid": cfg.grid,
         "precision": precision,
         "dtype": "float16",
+        # a video backbone's clips (absent for frame backbones: their keys are unchanged)
+        **({"clip": {"len": cfg.clip_len, "stride": cfg.clip_stride or cfg.clip_len}}
+           if backbones.is_video(cfg.backbone) else {}),
     }
 
 
@@ -158,7 +170,11 @@ def extract(
     if image and cfg.resize == "square":
         raise UserError("--resize square is for videos: the image pipeline's pose targets follow the shorter-side "
                         "resize and centre crop", "drop --resize (or set resize = \"shorter\")")
-    backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid)
+    video_model = backbones.is_video(cfg.backbone)
+    if video_model and image:
+        raise UserError(f"{cfg.backbone} is a video model: {ds.name} holds still images",
+                        "use an image backbone (`actiontk backbones` lists them)")
+    backbones.validate(cfg.backbone, cfg.layers, cfg.size, cfg.grid, frames=cfg.clip_len if video_model else None)
     if not image:  # an unknown --backend would otherwise fail in every decoder thread, after the run is made
         from actiontk.video import get_reader
 
@@ -199,8 +215,7 @@ def extract(
             # the index, or the partitions would shift and leave videos to nobody
             dist.barrier()
         mine = todo[rank::world]
-        shapes = {layer: (backbones.channels(cfg.backbone, layer), *_map_hw(backbones, cfg, layer))
-                  for layer in cfg.layers}
+        shapes = _level_shapes(backbones, cfg, video_model)
         if not todo:
             log(f"nothing to do: all {len(samples)} {ds.kind}s of {ds.title} split {split} are in {run.path}"
                 + (f" ({failed_before} failed earlier; --retry-failed tries them again)" if failed_before else ""))
@@ -210,7 +225,9 @@ def extract(
             return ExtractResult(run, len(samples), cached, 0, {}, failed_before, 0, time.perf_counter() - t0)
 
         # on every rank: a refusal on one alone would hang the rest
-        check_disk(run.path, todo, shapes, cfg.frame_stride, image)
+        # a video backbone stores one map per clip: one per clip_stride frames
+        check_disk(run.path, todo, shapes, cfg.frame_stride * ((cfg.clip_stride or cfg.clip_len) if video_model else 1),
+                   image)
         log(f"extracting {len(todo)} of {len(samples)} {ds.kind}s ({cached} cached) with {cfg.backbone} "
             f"{'+'.join(cfg.layers)} at {cfg.size}px on {device} ({precision}) into {run.path}"
             + (f" — rank {rank}/{world}: {len(mine)}" if world > 1 else ""))
@@ -222,11 +239,18 @@ def extract(
         threads_before = torch.get_num_threads()
         if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):  # the user's OMP_NUM_THREADS wins
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
-        model = backbones.build_backbone(cfg.backbone, cfg.layers, cfg.weights, seed=cfg.seed, size=cfg.size)
+        model = backbones.build_backbone(cfg.backbone, cfg.layers, cfg.weights, seed=cfg.seed, size=cfg.size,
+                                         frames=cfg.clip_len if video_model else None)
         # channels_last on CUDA, and on the CPU for the families it was measured faster for (backbones.memory_format)
         model = model.to(device).use_memory_format(backbones.memory_format(cfg.backbone, device))
         transform = model.preprocess(cfg.size, square=cfg.resize == "square")  # the weights' own; runs on the device
-        batcher = Batcher(model, transform, device, precision, cfg.grid, cfg.batch_size)
+        if video_model:  # batch_size frames per forward, as whole clips
+            from actiontk.stages.extract_clips import ClipBatcher
+
+            batcher = ClipBatcher(model, transform, device, precision, cfg.grid, cfg.batch_size // cfg.clip_len,
+                                  cfg.clip_len, cfg.clip_stride or cfg.clip_len)
+        else:
+            batcher = Batcher(model, transform, device, precision, cfg.grid, cfg.batch_size)
         writer = store.ShardWriter(run.path, shapes, rank=rank, videos_per_shard=cfg.videos_per_shard,
                                    chunk_frames=cfg.chunk_frames, compression=cfg.compression,
                                    attrs={"run_key": run.key})
@@ -257,6 +281,15 @@ def _mark_if_done(run: Run) -> None:
     if counts["state"] == "complete" and counts["total"] > 0:
         mark_complete(run, {"stored": counts["done"], "failed": counts["failed"], "videos": counts["total"],
                             "splits": counts["splits"]})
+
+
+def _level_shapes(backbones, cfg: ExtractConfig, video: bool) -> dict[str, tuple[int, ...]]:
+    """The stored shape of each level: (C, h, w) per frame, or (C, t, h, w) per clip of a video backbone."""
+    if not video:
+        return {layer: (backbones.channels(cfg.backbone, layer), *_map_hw(backbones, cfg, layer))
+                for layer in cfg.layers}
+    shapes = {layer: backbones.level_shape(cfg.backbone, layer, cfg.size, cfg.clip_len) for layer in cfg.layers}
+    return {layer: (s[0], s[1], cfg.grid, cfg.grid) if cfg.grid is not None else s for layer, s in shapes.items()}
 
 
 def _map_hw(backbones, cfg: ExtractConfig, layer: str) -> tuple[int, int]:

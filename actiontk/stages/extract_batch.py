@@ -33,6 +33,9 @@ class Batcher:
         self.pending.append((vid, frames))
         self.pending_frames += len(frames)
 
+    def end(self, vid: int) -> None:
+        """The video has no more frames (frames need nothing more; see extract_clips.ClipBatcher)."""
+
     def drop(self, vid: int) -> None:
         self.pending = [(v, f) for v, f in self.pending if v != vid]
         self.pending_frames = sum(len(f) for _, f in self.pending)
