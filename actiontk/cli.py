@@ -136,7 +136,8 @@ Overrides = dict  # the parameter that receives the exposed options (field -> va
 
 @app.command()
 @config_options(expose(EXTRACT, "backbone", "layers", "size", "resize", "frame_stride", "grid", "weights", "precision",
-                       "device", "batch_size", "workers", "backend", "timeout", "videos_per_shard"))
+                       "device", "batch_size", "workers", "backend", "timeout", "videos_per_shard", "clip_len",
+                       "clip_stride"))
 def extract(
     dataset: Annotated[str, typer.Argument(help="ucf101, hmdb51, toy, folder, images, mpii or toy-mpii.")],
     root: Annotated[Path, typer.Option("--root", help="The dataset's folder.")],
