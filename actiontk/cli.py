@@ -285,8 +285,9 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", help="Classes shown per input.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines (one per input) to stdout, or to "
                                                          "--out/predictions.jsonl.")] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for predictions.jsonl, the overlays and "
-                                                           "index.html (--overlay default: ./actiontk-predict).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for predictions.jsonl, the overlays and index.html (--overlay default: "
+                      "./actiontk-predict).")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Write the attention overlays (MP4 per video, PNG per "
                                                             "image) and an index.html showing them.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",

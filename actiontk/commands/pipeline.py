@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from actiontk.errors import UserError
+from actiontk.stages import registry
 from actiontk.stages.evaluate import SUMMARY_LABELS
 
 # metric → label for the summary tables: evaluate's headline figures and their labels, the top-1s and mAP
@@ -95,12 +96,12 @@ PROFILES = {
     # tests/test_toy_pipeline_accuracy.py for the videos (clips of 8 frames so a 16-frame video has 3 of them).
     "fast": DemoProfile(toy=dict(classes=6, groups=6, clips=2, frames=16, size=64),
                         toy_mpii=dict(classes=6, per_class=30, size=128),
-                        overrides={"extract": {"size": 32},
-                                   "train-3d": {"channels": 32, "hidden": 32, "epochs": 15,
+                        overrides={registry.EXTRACT: {"size": 32},
+                                   registry.TRAIN_3D: {"channels": 32, "hidden": 32, "epochs": 15,
                                                 "clip_len": 8, "clip_stride": 4},
-                                   "train-lstm": {"hidden": 64, "layers": 2, "epochs": 15, "last": 4,
+                                   registry.TRAIN_LSTM: {"hidden": 64, "layers": 2, "epochs": 15, "last": 4,
                                                   "clip_len": 8, "clip_stride": 4}},
-                        image_overrides={"extract": {"size": 128}, "train-gap": {"epochs": 30}}),
+                        image_overrides={registry.EXTRACT: {"size": 128}, registry.TRAIN_GAP: {"epochs": 30}}),
 }
 
 
@@ -187,7 +188,7 @@ def demo(workdir: Path, *, fast: bool) -> None:
         if res.report:
             print(f"  report: {res.report}")
     video = results[0]
-    lstm_run = next((st.run for st in reversed(video.stages) if st.stage == "train-lstm"), None)
+    lstm_run = next((st.run for st in reversed(video.stages) if st.stage == registry.TRAIN_LSTM), None)
     if lstm_run is not None:
         console.rule("held-out toy videos → actiontk predict")
         command, predicted = predict_held_out(workdir.expanduser().resolve() / "toy", workdir.expanduser().resolve()

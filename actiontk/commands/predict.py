@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from actiontk.errors import ProblemsFound, UserError
+from actiontk.stages import registry
 
 DEFAULT_OUT = Path("actiontk-predict")
 
@@ -118,7 +119,7 @@ def run_predict(items: list[str], *, top_k: int, as_json: bool, out: Path | None
         kinds = present
     console = Console(stderr=True)
     run = api.find_run(cache_root, run_name, kinds)
-    kind = "video" if run.stage == "train-lstm" else "image"
+    kind = "video" if run.stage == registry.TRAIN_LSTM else "image"
     inputs = split_kinds(files, kind)
     if not inputs.usable:
         where = ", ".join(map(str, folders or files[:3]))

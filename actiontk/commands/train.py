@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from actiontk.stages import registry
+
 
 def _upstream_for_preset(cache_root: Path, dataset: str | None, stage_before: str, *, run, split: int | None,
                          complete, default: str = "toy"):
@@ -45,9 +47,9 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset, features = _upstream_for_preset(root, dataset, "extract", run=features, split=split,
+    preset, features = _upstream_for_preset(root, dataset, registry.EXTRACT, run=features, split=split,
                                             complete=extract_complete)
-    cfg, tcfg = resolve_stage_configs(preset, "train-3d", Train3DConfig, config, overrides)
+    cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_3D, Train3DConfig, config, overrides)
     run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
                           attention_from=attention_from, init_from=init_from, resume=resume,
                           log=lambda m: console.print(escape(m)), console=console)
@@ -66,11 +68,12 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     if features is not None:
         from actiontk.stages.train_3d import extract_complete
 
-        preset, features = _upstream_for_preset(root, dataset, "extract", run=features, split=split,
+        preset, features = _upstream_for_preset(root, dataset, registry.EXTRACT, run=features, split=split,
                                                 complete=extract_complete)
     else:
-        preset, cubes = _upstream_for_preset(root, dataset, "cubes", run=cubes, split=split, complete=is_complete)
-    cfg, tcfg = resolve_stage_configs(preset, "train-lstm", TrainLSTMConfig, config, overrides)
+        preset, cubes = _upstream_for_preset(root, dataset, registry.CUBES, run=cubes, split=split,
+                                             complete=is_complete)
+    cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_LSTM, TrainLSTMConfig, config, overrides)
     run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, features=features, resume=resume,
                      log=lambda m: console.print(escape(m)), console=console)
     print(f"train-lstm run: {run.path}\npredictions: {run.path / 'predictions.npz'}")
@@ -84,9 +87,9 @@ def run_train_gap(dataset: str | None, *, root: Path | None, features: str | Non
 
     root_cache = resolve_cache_root(cache)
     console = Console(stderr=True)
-    preset, features = _upstream_for_preset(root_cache, dataset, "extract", run=features, split=None,
+    preset, features = _upstream_for_preset(root_cache, dataset, registry.EXTRACT, run=features, split=None,
                                             complete=_is_image_extract, default="mpii")
-    cfg, tcfg = resolve_stage_configs(preset, "train-gap", TrainGAPConfig, config, overrides)
+    cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_GAP, TrainGAPConfig, config, overrides)
     run = train_gap(cfg, tcfg, root_cache, dataset=dataset, root=root, features=features, resume=resume,
                     log=lambda m: console.print(escape(m)), console=console)
     print(f"train-gap run: {run.path}\npredictions: {run.path / 'predictions.npz'}\nnext: actiontk evaluate")

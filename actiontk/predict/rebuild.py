@@ -22,10 +22,11 @@ import numpy as np
 
 from actiontk.cache.runs import Run, list_runs, verify_checksum
 from actiontk.errors import UserError
+from actiontk.stages import registry
 
 CHECKPOINT = "checkpoint.pt"  # actiontk.train.engine.CHECKPOINT (the engine module imports the whole trainer)
 PREDICTIONS = "predictions.npz"
-VIDEO_STAGE, IMAGE_STAGE = "train-lstm", "train-gap"
+VIDEO_STAGE, IMAGE_STAGE = registry.TRAIN_LSTM, registry.TRAIN_GAP
 PREDICTOR_STAGES = (VIDEO_STAGE, IMAGE_STAGE)
 
 
@@ -228,10 +229,10 @@ def video_models(cache_root: Path, run: Run, device, num_classes: int) -> VideoM
     model = _model_config(run)
     up = run.info.get("upstream", {})
     chain = [run]
-    if "cubes" in up:
-        cubes = run_by_key(cache_root, "cubes", up["cubes"], needed_by=run)
-        three = run_by_key(cache_root, "train-3d", cubes.info["upstream"]["train-3d"], needed_by=cubes)
-        extract = run_by_key(cache_root, "extract", three.info["upstream"]["extract"], needed_by=three)
+    if registry.CUBES in up:
+        cubes = run_by_key(cache_root, registry.CUBES, up[registry.CUBES], needed_by=run)
+        three = run_by_key(cache_root, registry.TRAIN_3D, cubes.info["upstream"][registry.TRAIN_3D], needed_by=cubes)
+        extract = run_by_key(cache_root, registry.EXTRACT, three.info["upstream"][registry.EXTRACT], needed_by=three)
         chain += [cubes, three, extract]
         spec = feature_spec(extract)
         model3 = _model_config(three)
@@ -243,8 +244,8 @@ def video_models(cache_root: Path, run: Run, device, num_classes: int) -> VideoM
         # the cubes run's levels, in the order write_cubes wrote them, and their (C, h, w)
         available = {lv: (width, *spec.map_shape(lv)[1:]) for lv in layers3}
         temporal_center = bool(model3.get("temporal_center", False))
-    elif "extract" in up:
-        extract = run_by_key(cache_root, "extract", up["extract"], needed_by=run)
+    elif registry.EXTRACT in up:
+        extract = run_by_key(cache_root, registry.EXTRACT, up[registry.EXTRACT], needed_by=run)
         chain.append(extract)
         spec = feature_spec(extract)
         conv, temporal_center = None, False
@@ -287,10 +288,10 @@ def image_models(cache_root: Path, run: Run, device, num_classes: int) -> ImageM
     finetune = bool(model.get("finetune", False))
     shapes = None
     if not finetune:
-        key = run.info.get("upstream", {}).get("extract")
+        key = run.info.get("upstream", {}).get(registry.EXTRACT)
         if key is None:
             raise UserError(f"{run.short} records no upstream extract run", "train it again with this actiontk")
-        extract = run_by_key(cache_root, "extract", key, needed_by=run)
+        extract = run_by_key(cache_root, registry.EXTRACT, key, needed_by=run)
         chain.append(extract)
         spec = feature_spec(extract)
         if layer not in spec.layers:

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from actiontk.errors import UserError
+from actiontk.stages import registry
 
-VIDEO_STAGES = ("extract", "train-3d", "train-lstm", "evaluate")
-IMAGE_STAGES = ("extract", "train-gap", "evaluate")
+VIDEO_STAGES = (registry.EXTRACT, registry.TRAIN_3D, registry.TRAIN_LSTM, registry.EVALUATE)
+IMAGE_STAGES = (registry.EXTRACT, registry.TRAIN_GAP, registry.EVALUATE)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _evaluate(results: list[StageResult], run, formats: Sequence[str], render: R
         report, rendered = render(ev, formats, log=log)
         if not rendered:
             note = "metrics.json; report unchanged"
-    results.append(StageResult("evaluate", time.perf_counter() - start, report, note))
+    results.append(StageResult(registry.EVALUATE, time.perf_counter() - start, report, note))
     return ev.metrics["summary"], ev.metrics.get("over_splits"), report
 
 
@@ -132,19 +133,19 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
     name = dataset.lower()
     out = PipelineResult(name, split)
     features = cubes = lstm = None
-    if "extract" in stages:
+    if registry.EXTRACT in stages:
         if root is None:
             raise UserError("extract needs the dataset's folder", f"actiontk run {name} --root DIR --split {split}")
         preset, source = load_preset(name, config)
-        cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
+        cfg = resolve(ExtractConfig, preset.get(registry.EXTRACT, {}), overrides.get(registry.EXTRACT, {}),
                       source=str(source or "options"))
-        result = timed(out.stages, "extract",
+        result = timed(out.stages, registry.EXTRACT,
                         lambda: extract(name, root, split, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = result.run  # each stage gets the Run the previous one made, not a path to look up again
-    lstm_over = {**overrides.get("train-lstm", {}), **({"fusion": fusion} if fusion else {})}
-    lstm_cfg, lstm_tcfg = _configs(name, "train-lstm", TrainLSTMConfig, config, lstm_over)
+    lstm_over = {**overrides.get(registry.TRAIN_LSTM, {}), **({"fusion": fusion} if fusion else {})}
+    lstm_cfg, lstm_tcfg = _configs(name, registry.TRAIN_LSTM, TrainLSTMConfig, config, lstm_over)
 
     def lstm_on(cubes_run, label: str):
         return timed(out.stages, label,
@@ -152,8 +153,8 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
                                         log=log, console=console),
                      lambda r: f"{lstm_cfg.fusion} fusion", lambda r: r.path)
 
-    if "train-3d" in stages:
-        cfg, tcfg = _configs(name, "train-3d", Train3DConfig, config, overrides.get("train-3d", {}))
+    if registry.TRAIN_3D in stages:
+        cfg, tcfg = _configs(name, registry.TRAIN_3D, Train3DConfig, config, overrides.get(registry.TRAIN_3D, {}))
         preset, source = load_preset(name, config)
         run_cfg = resolve(RunConfig, preset.get("run", {}), overrides.get("run", {}),
                           source=f"{source} [run]" if source else "options")
@@ -161,7 +162,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
         for r in range(run_cfg.attention_rounds + 1):
             if r > 0:  # the LSTM of the previous round's cubes provides the attention
                 attention = lstm_on(cubes, f"train-lstm (attention for round {r})")
-            label = "train-3d" if r == 0 else f"train-3d (round {r}, attention-regularized)"
+            label = registry.TRAIN_3D if r == 0 else f"train-3d (round {r}, attention-regularized)"
             init = previous if (r > 0 and run_cfg.warm_start) else None
             three_d, cubes_run = timed(out.stages, label,
                                        lambda att=attention, init=init: train_3d(
@@ -169,13 +170,13 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
                                            attention_from=att, init_from=init, log=log, console=console),
                                        lambda r_: f"cubes {r_[1].short}", lambda r_: r_[0].path)
             previous, cubes = three_d, cubes_run
-    if "train-lstm" in stages:
-        lstm = lstm_on(cubes, "train-lstm")
-    if "evaluate" in stages:
+    if registry.TRAIN_LSTM in stages:
+        lstm = lstm_on(cubes, registry.TRAIN_LSTM)
+    if registry.EVALUATE in stages:
         if lstm is None:
             from actiontk.stages import upstream
 
-            lstm, _ = upstream.pick_run(cache_root, "train-lstm", dataset=name, split=split, run=None,
+            lstm, _ = upstream.pick_run(cache_root, registry.TRAIN_LSTM, dataset=name, split=split, run=None,
                                         next_step=f"actiontk run {name} --split {split}",
                                         log=log)
         out.summary, out.over_splits, out.report = _evaluate(out.stages, lstm, formats, render, log)
@@ -195,21 +196,21 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
     name = dataset.lower()
     out = PipelineResult(name, 1)
     features = gap = None
-    if "extract" in stages:
+    if registry.EXTRACT in stages:
         preset, source = load_preset(name, config)
-        cfg = resolve(ExtractConfig, preset.get("extract", {}), overrides.get("extract", {}),
+        cfg = resolve(ExtractConfig, preset.get(registry.EXTRACT, {}), overrides.get(registry.EXTRACT, {}),
                       source=str(source or "options"))
         result = timed(out.stages, "extract (images)",
                         lambda: extract(name, root, 1, cfg, cache_root, log=log, progress_console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = result.run
-    if "train-gap" in stages:
-        cfg, tcfg = _configs(name, "train-gap", TrainGAPConfig, config, overrides.get("train-gap", {}))
-        gap = timed(out.stages, "train-gap",
+    if registry.TRAIN_GAP in stages:
+        cfg, tcfg = _configs(name, registry.TRAIN_GAP, TrainGAPConfig, config, overrides.get(registry.TRAIN_GAP, {}))
+        gap = timed(out.stages, registry.TRAIN_GAP,
                      lambda: train_gap(cfg, tcfg, cache_root, dataset=name, features=features, log=log,
                                        console=console),
                      lambda r: f"head {cfg.head}{' + pose' if cfg.pose else ''}", lambda r: r.path)
-    if "evaluate" in stages and gap is not None:
+    if registry.EVALUATE in stages and gap is not None:
         out.summary, out.over_splits, out.report = _evaluate(out.stages, gap, formats, render, log)
     return out

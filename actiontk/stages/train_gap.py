@@ -38,10 +38,10 @@ from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.data.gap_items import IMAGE_DATASETS, CachedMaps, ImageCrops, load_items
 from actiontk.errors import UserError
 from actiontk.models.configs import PAPER_POSE_WEIGHT, GAPConfig, from_mapping
-from actiontk.stages import upstream
+from actiontk.stages import registry, upstream
 from actiontk.stages.common import train_key
 
-STAGE = "train-gap"
+STAGE = registry.TRAIN_GAP
 SCHEMA = 3  # 2: inputs standardized per channel; 3: pose as a loss term only by default, weight decay = 2 zeta
 
 
@@ -163,12 +163,12 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
     else:
         if root is not None:
             log("--root is only read with --finetune; cached mode uses the extract run's dataset root")
-        up, _ = upstream.pick_run(cache_root, "extract", dataset=dataset, split=None, run=features,
+        up, _ = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=None, run=features,
                                   complete=_is_image_extract, unsuitable=_not_images,
                                   next_step=f"actiontk extract {dataset or 'mpii'} --root DIR --backbone resnet101",
                                   log=log)
         name, data_root = up.info["inputs"]["dataset"], up.info["inputs"]["root"]
-        upstream_keys = {"extract": up.key}
+        upstream_keys = {registry.EXTRACT: up.key}
 
     run = open_run(cache_root, STAGE, SCHEMA, {"model": cfg.key(), "train": train_key(tcfg)}, upstream=upstream_keys,
                    inputs={"dataset": name, "root": data_root, "split": 1})
