@@ -107,7 +107,7 @@ def cmd_precision(args) -> None:
 
 def cmd_torchrun(args) -> None:
     from actiontk.cache.runs import list_runs
-    from actiontk.stages.extract import extract_state
+    from actiontk.cache.targets import extract_state
 
     run = list_runs(args.cache, "extract")[0]
     state = extract_state(run)

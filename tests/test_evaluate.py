@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from actiontk import metrics as M
+from actiontk.cache import lifecycle
 from actiontk.cache.runs import Run, open_run
 from actiontk.cli import run as cli_run
 from actiontk.datasets.toy import ToyConfig, generate_toy
-from actiontk.stages import upstream
 
 TINY = ToyConfig(classes=6, groups=3, clips=1, frames=8, size=32)
 FAST = ["--epochs", "1", "--batch-size", "4", "--clip-len", "4", "--clip-stride", "4"]
@@ -71,7 +71,7 @@ def make_run(cache: Path, stage: str, *, split: int, config: dict, dataset: str 
         np.savez_compressed(run.path / name, **arrays)
     if log:
         (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    upstream.mark_complete(run, {})
+    lifecycle.mark_complete(run, {})
     return run
 
 
@@ -413,7 +413,7 @@ def test_an_evaluate_run_is_listed_and_goes_stale_with_its_training_run(tmp_path
     run = open_run(tmp_path / "cache", registry.TRAIN_GAP, registry.get(registry.TRAIN_GAP).schema, {"head": "gap"},
                    inputs={"dataset": "mpii", "root": str(tmp_path), "split": 1})  # current: not stale itself
     np.savez_compressed(run.path / "predictions.npz", **files["predictions.npz"])
-    upstream.mark_complete(run, {})
+    lifecycle.mark_complete(run, {})
     ev = evaluate_run(run, log=lambda m: None)
     assert ev.out.path.parent == tmp_path / "cache" / "evaluate" and (ev.out.path / "metrics.json").is_file()
     assert not (run.path / "metrics.json").exists()  # nothing is written into the training run

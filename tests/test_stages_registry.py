@@ -58,7 +58,7 @@ def test_importing_the_registry_is_cheap():
 
 def test_completion_follows_each_stages_rule(tmp_path):
     from actiontk.cache.runs import open_run, release
-    from actiontk.stages.upstream import mark_complete
+    from actiontk.cache.lifecycle import mark_complete
 
     lstm = open_run(tmp_path, "train-lstm", 1, {"x": 1}, inputs={"dataset": "toy", "split": 1})
     release(lstm.path)

@@ -214,7 +214,7 @@ def test_preset_follows_the_upstream_run_the_stage_reads(tmp_path: Path):
 
     from actiontk.cache.runs import RUN_FILE, open_run, release
     from actiontk.commands.train import _dataset_for_preset
-    from actiontk.stages.upstream import is_complete, mark_complete
+    from actiontk.cache.lifecycle import is_complete, mark_complete
 
     older = open_run(tmp_path, "cubes", 1, {"n": 1}, inputs={"dataset": "toy", "split": 1})
     mark_complete(older, {})
@@ -268,7 +268,7 @@ dist.destroy_process_group()
 def test_write_cubes_under_two_ranks_covers_every_video(tmp_path: Path):
     from actiontk.cache.runs import open_run, release
     from actiontk.stages.train_3d import cubes_run_of
-    from actiontk.stages.upstream import is_complete
+    from actiontk.cache.lifecycle import is_complete
     from tests.conftest import torchrun
     from tests.test_toy_pipeline_accuracy import random_cache
 

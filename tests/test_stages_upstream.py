@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from actiontk.cache import lifecycle
 from actiontk.cache.runs import open_run, release
 from actiontk.errors import UserError
 from actiontk.stages import upstream
@@ -15,7 +16,7 @@ def make(cache: Path, stage: str, n: int, complete: bool = True):
     run = open_run(cache, stage, 1, {"n": n}, inputs={"dataset": "toy", "split": 1})
     release(run.path)
     if complete:
-        upstream.mark_complete(run, {})
+        lifecycle.mark_complete(run, {})
     return run
 
 

@@ -21,7 +21,7 @@ import pytest
 from actiontk.cache import features as store
 from actiontk.cache.runs import atomic_write_json, open_run, release
 from actiontk.cli import run as cli_run
-from actiontk.stages.upstream import mark_complete
+from actiontk.cache.lifecycle import mark_complete
 
 REPO = Path(__file__).parents[1]
 VIDEOS = ["A/v1.avi", "A/v2.avi", "B/v3.avi", "B/v4.avi"]

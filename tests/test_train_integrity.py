@@ -19,7 +19,7 @@ from actiontk.cache import runs
 from actiontk.cache.runs import Run, lock_writer, release_writer, verify_checksum
 from actiontk.cli import _out_of_resources
 from actiontk.errors import UserError
-from actiontk.stages.upstream import mark_complete
+from actiontk.cache.lifecycle import mark_complete
 from actiontk.train.engine import BEST, CHECKPOINT, read_jsonl
 from actiontk.train.engine import METRICS_LOG as METRICS
 from tests.test_train_engine import REPO, make_cfg, make_trainer, toy_step

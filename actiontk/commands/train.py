@@ -61,7 +61,7 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     from actiontk.cache.runs import resolve_cache_root
     from actiontk.stages.common import resolve_stage_configs
     from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
-    from actiontk.stages.upstream import is_complete
+    from actiontk.cache.lifecycle import is_complete
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)

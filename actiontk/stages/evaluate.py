@@ -33,10 +33,11 @@ import numpy as np
 
 from actiontk import __version__
 from actiontk import metrics as M
+from actiontk.cache import lifecycle
 from actiontk.cache.lifecycle import mark_complete, unmark
 from actiontk.cache.runs import RUN_FILE, Run, atomic_write_text, list_runs, open_run, run_by_name
 from actiontk.errors import UserError
-from actiontk.stages import registry, upstream
+from actiontk.stages import registry
 
 TRAIN_STAGES = registry.PREDICTING  # the stages whose runs hold predictions
 PREDICTIONS = "predictions.npz"
@@ -213,7 +214,7 @@ def find_run(cache_root: Path, name: str | None, log: Callable[[str], None]) -> 
     training run with predictions; says which."""
     if name is None:
         runs = _training_runs(cache_root)
-        usable = [r for r in runs if has_predictions(r) and upstream.is_complete(r)]
+        usable = [r for r in runs if has_predictions(r) and lifecycle.is_complete(r)]
         if not usable:
             unfinished = f" ({len(runs)} unfinished: {', '.join(r.short for r in runs[:3])})" if runs else ""
             raise UserError(f"no finished training run with predictions in {cache_root}{unfinished}", NEXT_STEP)
@@ -227,7 +228,7 @@ def find_run(cache_root: Path, name: str | None, log: Callable[[str], None]) -> 
     if not has_predictions(run):
         raise UserError(f"{run.short} has no {PREDICTIONS} (its training has not finished)",
                         f"finish it: `actiontk {run.stage}`")
-    if not upstream.is_complete(run):
+    if not lifecycle.is_complete(run):
         log(f"warning: {run.short} is not marked complete; its predictions may be partial")
     log(f"evaluating {describe(run)}")
     return run
@@ -303,7 +304,7 @@ def split_runs(run: Run, index: dict[str, Run]) -> dict[int, Run]:
                         key=lambda r: r.info.get("created", ""), reverse=True)
     for r in candidates:
         split = _split_of(r)
-        if split not in SPLITS or split in found or not (has_predictions(r) and upstream.is_complete(r)):
+        if split not in SPLITS or split in found or not (has_predictions(r) and lifecycle.is_complete(r)):
             continue
         if config_signature(r, index, memo) == sig:
             found[split] = r

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actiontk.cache import lifecycle
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, find_run, open_run
 from actiontk.errors import UserError
@@ -145,7 +146,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                **({"init": init_run.key} if init_run else {})}
     run_args = dict(upstream=up_keys, inputs={"dataset": name, "root": root, "split": split})
     done = find_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)  # looked up without making a run
-    if done is not None and upstream.is_complete(done) and not store.damaged_shards(cubes_run_of(cache_root,
+    if done is not None and lifecycle.is_complete(done) and not store.damaged_shards(cubes_run_of(cache_root,
                                                                                                   done).path):
         run = open_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)  # held, as every run a stage reads
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
@@ -179,7 +180,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                         log=log, is_main=trainer.is_main, temporal_center=cfg.temporal_center)
     if trainer.is_main:
         last = history[-1] if history else {}
-        upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": last, "cubes": str(cubes.path)})
+        lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": last, "cubes": str(cubes.path)})
     return run, cubes
 
 
@@ -291,7 +292,7 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
             if missing:
                 raise RuntimeError(f"{len(missing)} videos have no cubes after writing (first: {missing[0]})")
             store.write_manifest(cubes_run.path)
-            upstream.mark_complete(cubes_run, {"videos": len(videos)})
+            lifecycle.mark_complete(cubes_run, {"videos": len(videos)})
         return cubes_run
 
     if not todo:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from actiontk.cache import lifecycle
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.data.gap_items import IMAGE_DATASETS, CachedMaps, ImageCrops, load_items
@@ -172,7 +173,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
 
     run = open_run(cache_root, STAGE, SCHEMA, {"model": cfg.key(), "train": train_key(tcfg)}, upstream=upstream_keys,
                    inputs={"dataset": name, "root": data_root, "split": 1})
-    if upstream.is_complete(run):
+    if lifecycle.is_complete(run):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
         return run
 
@@ -222,7 +223,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
     if trainer.is_main:
         summary = write_predictions(model, cfg, classes, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
-        upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
+        lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
     return run
 
 

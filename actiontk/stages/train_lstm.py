@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from actiontk.cache import lifecycle
 from actiontk.cache import features as store
 from actiontk.cache.runs import Run, atomic_write_json, open_run
 from actiontk.errors import UserError
@@ -116,7 +117,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
     source = registry.EXTRACT if features is not None else registry.CUBES
     run = open_run(cache_root, STAGE, SCHEMA, {"model": dataclasses.asdict(cfg), "train": train_key(tcfg)},
                    upstream={source: up.key}, inputs={"dataset": name, "root": root, "split": split})
-    if upstream.is_complete(run):
+    if lifecycle.is_complete(run):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
         return run
     seed_everything(tcfg.seed)  # same config, same initial weights
@@ -135,7 +136,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
     if trainer.is_main:
         summary = write_predictions(model, cfg, levels, classes, train_set, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
-        upstream.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
+        lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
     return run
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-# the run lifecycle lives in actiontk.cache.lifecycle; these names stay here for the training stages that call
-# upstream.mark_complete / upstream.is_complete on their own runs (no check: a training run's mark decides)
-from actiontk.cache.lifecycle import COMPLETE, completion, is_complete, mark_complete  # noqa: F401
 from actiontk.cache.runs import Run, list_runs, run_by_name
 from actiontk.cache.targets import target_splits
 from actiontk.errors import UserError

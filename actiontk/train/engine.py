@@ -322,7 +322,7 @@ class Trainer:
         self.rank, self.world, self.local_rank, _ = dist_info()
         self.is_main = self.rank == 0
         # One training process per (run, rank), as extract has one writer: held until the stage marks the run
-        # complete (upstream.mark_complete) or the process exits.
+        # complete (actiontk.cache.lifecycle.mark_complete) or the process exits.
         self.run_dir.mkdir(parents=True, exist_ok=True)
         lock_writer(self.run_dir, self.rank, what="training")
         self.device = resolve_device(cfg.device, self.local_rank)
