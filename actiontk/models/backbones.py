@@ -827,9 +827,10 @@ def _build_general(name: str, layers: Sequence[str], weights: str | os.PathLike[
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = zoo.build_model(name, size, meta=False, frames=frames)
+            body = zoo.cut(model.eval(), levels, layouts)
+            # calibrated through the cut network only: the pruned head may not run at this size (S3D's 2x7x7 pool)
             batch = (2, 3, frames, size, size) if video else (2, 3, size, size)
-            calibrated = _calibrate_batchnorm(model, batch)
-        body = zoo.cut(model.eval(), levels, layouts)
+            calibrated = _calibrate_batchnorm(body, batch)
         return FeatureBackbone(name, maps, body, _random_id(seed, calibrated), imagenet=False, video=video, **dims)
     model = zoo.build_model(name, size, meta=True, frames=frames)
     full_keys = set(model.state_dict())
