@@ -229,3 +229,18 @@ def test_extract_stores_the_models_maps(tmp_path: Path):
             got = reader.read(rel, layer).astype(np.float32)
             w = want[layer].numpy()
             assert np.allclose(got, w, rtol=2e-3, atol=2e-3 * float(np.abs(w).max())), (rel, layer)
+
+    # a tiny train-gap run reads the ConvNeXt maps: channels and map sizes from the run's metadata
+    from actiontk.stages.train_gap import TrainGAPConfig, train_gap
+    from actiontk.train.engine import TrainConfig
+
+    gap = TrainGAPConfig(layer="features.5", head="gap", depth=1, width=16, pose_width=8, attention_samples=2)
+    run = train_gap(gap, TrainConfig(epochs=1, batch_size=4, lr=1e-3, device="cpu"), tmp_path / "cache",
+                    features=result.run, log=lambda m: None)
+    scores = np.load(run.path / "predictions.npz")["image_scores"]
+    assert scores.shape[1] == 2 and np.allclose(scores.sum(1), 1, atol=1e-5)
+    assert np.load(run.path / "attention_samples.npz")["topdown"].shape[1:] == (4, 4)  # features.5's map
+    # and --finetune accepts the same names (checked when the config is made)
+    TrainGAPConfig(finetune=True, backbone="convnext_tiny", layer="features.5", crop=SIZE, resize=SIZE)
+    with pytest.raises(UserError, match="--backbone must be one of .* a torchvision model with a features.55 node"):
+        TrainGAPConfig(finetune=True, backbone="convnext_tiny", layer="features.55", crop=SIZE, resize=SIZE)
