@@ -85,12 +85,25 @@ class TrainGAPConfig(GAPConfig):
             raise UserError(f"--sigma must be positive, got {self.sigma}")
         if self.crop > self.resize:
             raise UserError(f"--crop ({self.crop}) cannot exceed --resize ({self.resize})")
-        from actiontk.models.backbones import BACKBONES
+        if self.finetune:  # on cached maps the backbone is the extract run's, whatever this field says
+            self._check_finetune_backbone()
 
-        usable = [name for name, spec in BACKBONES.items() if self.layer in spec.layers]  # the ResNets for layer4
-        if self.backbone not in usable:
-            raise UserError(f"--backbone must be one of {', '.join(usable)}, got {self.backbone!r}",
-                            "resnet101 is the paper's; the smaller ones fine-tune faster")
+    def _check_finetune_backbone(self) -> None:
+        from actiontk.models import backbones
+
+        usable = [name for name, spec in backbones.BACKBONES.items() if self.layer in spec.layers]  # ResNets: layer4
+        if self.backbone in usable:
+            return
+        if self.backbone not in backbones.BACKBONES:  # any torchvision model with that graph node
+            try:
+                backbones.validate(self.backbone, [self.layer], self.crop, None)
+                return
+            except UserError:
+                pass
+        raise UserError(f"--backbone must be one of {', '.join(usable) or '(no curated one)'}, or a torchvision "
+                        f"model with a {self.layer} node, got {self.backbone!r}",
+                        "resnet101 is the paper's; the smaller ones fine-tune faster; `actiontk backbones --layers "
+                        "NAME` lists a model's nodes")
 
     def key(self) -> dict[str, Any]:
         """What changes the trained model: finetune-only options do not key a cached-mode run."""
@@ -116,7 +129,8 @@ def build_model(config: TrainGAPConfig | Mapping[str, Any], shapes: Mapping[str,
         config = from_mapping(TrainGAPConfig, config)
     if config.finetune:
         head = GAPHead(config, channels(config.backbone, config.layer), num_classes)
-        fb = build_backbone(config.backbone, [config.layer], config.weights if weights is None else weights, seed=seed)
+        fb = build_backbone(config.backbone, [config.layer], config.weights if weights is None else weights, seed=seed,
+                            size=config.crop)
         fb.body.requires_grad_(True)
         return GAPNet(head, fb.body, config.layer)
     if shapes is None or config.layer not in shapes:
@@ -198,7 +212,9 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
     seed_everything(tcfg.seed)  # same config, same initial weights
     model = build_model(cfg, None if cfg.finetune else shapes, len(classes), seed=tcfg.seed)
     if cfg.finetune:
-        stride = BACKBONES[cfg.backbone].layers[cfg.layer].stride
+        spec = BACKBONES.get(cfg.backbone)
+        stride = spec.layers[cfg.layer].stride if spec and cfg.layer in spec.layers else \
+            max(1, round(cfg.crop / map_size[1]))
         train_set = ImageCrops(train_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
                                stride=stride, train=True, seed=tcfg.seed)
         test_set = ImageCrops(test_items, resize=cfg.resize, crop=cfg.crop, map_size=map_size, sigma=cfg.sigma,
