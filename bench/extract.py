@@ -2,7 +2,8 @@
 
 Measures, on the same frames (a generated toy dataset in UCF101's layout, in a temporary folder):
 
-(a) backbone only: VGG16 pool4+conv5_3 (weights none) at ``--size``, batch ``--batch-size``, on frames
+(a) backbone only: VGG16 pool4+conv5_3 (or ``--backbone NAME --layers ...``; weights none) at ``--size``, in the
+    memory format the stage picks for it (``backbones.memory_format``), batch ``--batch-size``, on frames
     decoded and transformed (``model.preprocess(size)``) beforehand, in memory; after a warm-up. On CUDA
     also with AMP bf16 + channels_last (what the stage does there).
 (b) decode only, per backend (decord, pyav): in-process readers, and through ``SafeDecoder`` (one worker
@@ -26,6 +27,10 @@ in cores), read from /proc/stat, so a run disturbed by another job shows it.
     .venv/bin/python bench/extract.py                # 36 videos x 32 frames at 112 px, 3 repeats
     .venv/bin/python bench/extract.py --quick        # a smaller, single-repeat smoke run
     .venv/bin/python bench/extract.py --device cuda  # on a GPU: adds AMP bf16 + channels_last to (a)
+    .venv/bin/python bench/extract.py --quick --only a,c --backbone convnext_tiny   # any backbone
+
+(a) also prints the backbone's FLOPs per frame (torch's FlopCounterMode), the GFLOP/s that makes, and beside it
+the GFLOP/s of a 2048 x 2048 fp32 matmul on the same device: the distance to the machine's limit.
 
 Results are documented in docs/performance.md.
 """
@@ -87,17 +92,30 @@ def work_backbone(spec: dict) -> dict:
     device = _device(spec["device"])
     reader = get_reader("decord")
     frames = np.concatenate([reader.read(p) for p in _videos(Path(spec["root"]))])  # (N, H, W, 3) uint8
-    model = build_backbone(BACKBONE, LAYERS, "none").to(device)
+    from actiontk.models.backbones import is_video, memory_format
+
+    name, layers = spec.get("backbone", BACKBONE), spec.get("layers", LAYERS)
+    clip = spec["clip_len"] if is_video(name) else None
+    model = build_backbone(name, layers, "none", size=spec["size"], frames=clip).to(device)
+    # the memory format the stage runs this backbone in on this device (backbones.memory_format)
+    model.use_memory_format(memory_format(name, device))
     transform = model.preprocess(spec["size"])
     bs = spec["batch_size"]
     with torch.inference_mode():  # the stage's own transform, applied beforehand (not timed)
-        batches = [transform(torch.from_numpy(frames[i:i + bs]).to(device).permute(0, 3, 1, 2))
-                   for i in range(0, len(frames), bs)]
+        if clip:  # a video model's items are clips (as the stage's ClipBatcher makes them): fps counts clips
+            frames = frames[: len(frames) // clip * clip].reshape(-1, clip, *frames.shape[1:])
+            bs = max(1, bs // clip)
+            batches = [transform(torch.from_numpy(frames[i:i + bs]).to(device).permute(0, 1, 4, 2, 3))
+                       for i in range(0, len(frames), bs)]
+        else:
+            batches = [transform(torch.from_numpy(frames[i:i + bs]).to(device).permute(0, 3, 1, 2))
+                       for i in range(0, len(frames), bs)]
     variants = {"fp32": (None, False)}
     if device.type == "cuda":
         variants["bf16+channels_last"] = (torch.bfloat16, True)
     out = {"frames": int(len(frames)), "threads": torch.get_num_threads(),
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+           "flops_per_frame": _flops_per_frame(model, batches[0][:1]), "matmul_gflops": _matmul_peak(device)}
     for name, (dtype, channels_last) in variants.items():
         m = model.to(memory_format=torch.channels_last) if channels_last else model
         xs = [b.contiguous(memory_format=torch.channels_last) for b in batches] if channels_last else batches
@@ -117,6 +135,30 @@ def work_backbone(spec: dict) -> dict:
         out[name] = {"fps": len(frames) / clock.wall, "seconds": clock.wall, "cores": clock.cores,
                      "foreign": clock.foreign, "cpu_fps": len(frames) / (clock.cores * clock.wall)}
     return out
+
+
+def _flops_per_frame(model, x) -> float:
+    """FLOPs of one frame's forward, counted by torch's FlopCounterMode (matmuls and convolutions, 2 per MAC)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops()) / len(x)
+
+
+def _matmul_peak(device, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of an n x n fp32 matmul on ``device`` with the current threads: the machine's practical limit."""
+    import torch
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def work_decode(spec: dict) -> dict:
@@ -175,7 +217,8 @@ def work_pipeline(spec: dict) -> dict:
         return out
 
     Batcher.compute = timed
-    cfg = stage.ExtractConfig(backbone=BACKBONE, layers=list(LAYERS), size=spec["size"], weights="none",
+    cfg = stage.ExtractConfig(backbone=spec.get("backbone", BACKBONE), layers=list(spec.get("layers", LAYERS)),
+                              size=spec["size"], weights="none", clip_len=spec["clip_len"],
                               batch_size=spec["batch_size"], workers=spec["workers"], device=spec["device"])
     with tempfile.TemporaryDirectory(dir=spec.get("tmp")) as cache, Clock() as clock:
         t0 = clock.t0
@@ -208,7 +251,8 @@ def work_naive(spec: dict) -> dict:
     from actiontk.video import PyAVReader
 
     device = _device(spec["device"])
-    model = build_backbone(BACKBONE, LAYERS, "none").to(device)
+    model = build_backbone(spec.get("backbone", BACKBONE), spec.get("layers", LAYERS), "none",
+                           size=spec["size"]).to(device)
     transform = model.preprocess(spec["size"])
     paths = _videos(Path(spec["root"]))
     reader = PyAVReader()
@@ -378,6 +422,10 @@ def report(runs: dict[str, list[dict]], decode: dict, device_type: str) -> dict:
     md, d = med("naive", "fps")
     if a:
         print(f"(a) backbone only, fp32           {ma:8.2f} frames/s   [{_fmt(a)}]  {foreign('backbone')}")
+        first = runs["backbone"][0]
+        gflop = first["flops_per_frame"] / 1e9
+        print(f"    {gflop:.2f} GFLOP/frame: {gflop * ma:.1f} GFLOP/s achieved, matmul peak "
+              f"{first['matmul_gflops']:.1f} GFLOP/s ({gflop * ma / first['matmul_gflops']:.0%} of it)")
         if device_type == "cuda":
             bf = [x["bf16+channels_last"]["fps"] for x in runs["backbone"]]
             print(f"(a) backbone only, bf16+ch_last   {_median(bf):8.2f} frames/s   [{_fmt(bf)}]")
@@ -429,6 +477,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=112, help="the stage's --size (default 112)")
+    p.add_argument("--backbone", default=BACKBONE, help=f"any backbone --backbone takes (default {BACKBONE})")
+    p.add_argument("--clip-len", type=int, default=8, help="a video backbone's clip length (default 8); its "
+                                                           "figures count clips, not frames")
+    p.add_argument("--layers", default=None, help="comma-separated layers (default: vgg16's pool4,conv5_3, else the "
+                                                  "last layer `actiontk backbones` suggests)")
     p.add_argument("--frames", type=int, default=32, help="frames per toy video (default 32)")
     p.add_argument("--videos", type=int, default=36, help="toy videos, rounded up to a multiple of 18 (default 36)")
     p.add_argument("--video-size", type=int, default=112, help="side of the toy videos in pixels (default 112)")
@@ -471,13 +524,25 @@ def main() -> None:
         root = tmp / "toy"
         info = generate_toy(root, ToyConfig(classes=6, groups=3, clips=clips, frames=args.frames,
                                             size=args.video_size), workers=1)
+        if args.layers is None:
+            from actiontk.models.zoo import CLS, suggested_layers
+
+            args.layers = ",".join(LAYERS) if args.backbone == BACKBONE else \
+                [x for x in suggested_layers(args.backbone) if not x.endswith(CLS)][-1]
         spec = {"root": str(root), "size": args.size, "batch_size": args.batch_size, "device": device.type,
+                "backbone": args.backbone, "layers": args.layers.split(","), "clip_len": args.clip_len,
                 "workers": args.workers, "repeats": max(1, args.repeats), "tmp": str(tmp)}
-        print(f"extract benchmark: {BACKBONE} {'+'.join(LAYERS)}, weights none, --size {args.size}, batch "
+        print(f"extract benchmark: {args.backbone} {args.layers.replace(',', '+')}, weights none, --size {args.size}, "
+              f"batch "
               f"{args.batch_size}, {device.type} ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs); "
               f"{info['videos']} toy videos x {args.frames} frames of {args.video_size}x{args.video_size}; "
               f"{args.repeats} repeat(s)", flush=True)
         only = {x.strip() for x in args.only.split(",")}
+        from actiontk.models.backbones import is_video
+
+        if is_video(args.backbone) and "d" in only:
+            print("(d) is frame by frame: left out for a video backbone", flush=True)
+            only.discard("d")
         order = [k for k, letter in (("backbone", "a"), ("pipeline", "c"), ("naive", "d")) if letter in only]
         if args.before and "c" in only:
             order.insert(order.index("pipeline") + 1, "pipeline_before")
