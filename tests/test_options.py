@@ -28,7 +28,7 @@ TRAINING = ["epochs", "batch_size", "lr", "device", "num_workers", "seed"]
 SURFACE = {
     "extract": ("ExtractConfig", ["backbone", "layers", "size", "resize", "frame_stride", "grid", "weights",
                                   "precision", "device", "batch_size", "workers", "backend", "timeout",
-                                  "videos_per_shard"]),
+                                  "videos_per_shard", "clip_len", "clip_stride"]),
     "train-3d": ("Train3DConfig", ["levels", "temporal_kernel", "clip_len", "clip_stride", "att_lambda", *TRAINING]),
     "train-lstm": ("TrainLSTMConfig", ["fusion", "levels", "hidden", "layers", "clip_len", "clip_stride", "last",
                                        "att_lambda", *TRAINING]),
