@@ -137,6 +137,34 @@ class LevelConv3D(nn.Module):
         return cube, self.forward_head(cube)
 
 
+class LevelDict(nn.ModuleDict):
+    """A ModuleDict keyed by feature level names, which may hold dots (graph nodes such as ``features.3``): torch's
+    module names cannot, so a dot is kept as ``/`` in the module (and state dict) name; every access by level name
+    works as with a plain dict. Names without a dot (``pool4``) are unchanged."""
+
+    def __getitem__(self, key: str) -> nn.Module:
+        return super().__getitem__(key.replace(".", "/"))
+
+    def __setitem__(self, key: str, module: nn.Module) -> None:
+        super().__setitem__(key.replace(".", "/"), module)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.replace(".", "/"))
+
+    def __iter__(self):
+        return (key.replace("/", ".") for key in super().__iter__())
+
+    def keys(self):
+        return list(self)
+
+    def items(self):
+        return [(key.replace("/", "."), module) for key, module in super().items()]
+
+    def update(self, modules) -> None:
+        for key, module in dict(modules).items():
+            self[key] = module
+
+
 class MultiLevel3D(nn.Module):
     """One :class:`LevelConv3D` per feature level, keyed by the level's name (e.g. ``"pool4"``, ``"conv5_3"``)."""
 
@@ -147,7 +175,7 @@ class MultiLevel3D(nn.Module):
         if not in_channels:
             raise ValueError("MultiLevel3D needs at least one level")
         self.config, self.num_classes = config, num_classes
-        self.levels = nn.ModuleDict({name: LevelConv3D(config, int(c), num_classes) for name, c in in_channels.items()})
+        self.levels = LevelDict({name: LevelConv3D(config, int(c), num_classes) for name, c in in_channels.items()})
 
     def _check_levels(self, names: Mapping[str, object]) -> None:
         if set(names) != set(self.levels):
