@@ -244,3 +244,33 @@ def test_extract_stores_the_models_maps(tmp_path: Path):
     TrainGAPConfig(finetune=True, backbone="convnext_tiny", layer="features.5", crop=SIZE, resize=SIZE)
     with pytest.raises(UserError, match="--backbone must be one of .* a torchvision model with a features.55 node"):
         TrainGAPConfig(finetune=True, backbone="convnext_tiny", layer="features.55", crop=SIZE, resize=SIZE)
+
+
+def test_joint_lstm_on_two_convnext_stages(tmp_path: Path):
+    """A toy video set through `extract` with two ConvNeXt stages, then train-3d (one deeply supervised 3D convnet per
+    level) and the joint LSTM: channels and map sizes come from the extract run, no code knows ConvNeXt."""
+    from actiontk.stages.common import resolve_stage_configs
+    from actiontk.datasets.toy import ToyConfig, generate_toy
+    from actiontk.stages.extract import ExtractConfig, extract
+    from actiontk.stages.train_3d import Train3DConfig, train_3d
+    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
+
+    quiet = lambda m: None  # noqa: E731
+    generate_toy(tmp_path / "toy", ToyConfig(seed=0, classes=6, groups=3, clips=1, frames=10, size=32), workers=1)
+    cache = tmp_path / "cache"
+    layers = ["features.1", "features.3"]
+    # --grid 4: the joint LSTM attends over one grid shared by the levels (stride 4 and 8 here)
+    ex = extract("toy", tmp_path / "toy", 1, ExtractConfig(backbone="convnext_tiny", layers=layers, grid=4,
+                                                           size=32, weights="none", workers=1), cache, log=quiet)
+    from actiontk.cache.features import FeatureReader
+
+    assert FeatureReader(ex.run.path).layers() == {"features.1": (96, 4, 4), "features.3": (192, 4, 4)}
+    clip = {"clip_len": 6, "clip_stride": 4}
+    cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
+                                     {"epochs": 1, "channels": 8, "hidden": 8, **clip})
+    _, cubes = train_3d(cfg3, t3, cache, dataset="toy", split=1, log=quiet)
+    cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
+                                     {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **clip})
+    lstm = train_lstm(cfgl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet)
+    scores = np.load(lstm.path / "predictions.npz")
+    assert any(k.endswith("scores") for k in scores.files)
