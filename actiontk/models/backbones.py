@@ -200,7 +200,16 @@ def _levels(name: str, layers: Sequence[str] | str) -> list:
         raise UserError(f"layer {', '.join(map(repr, duplicates))} given more than once", hint="list each layer once")
     spec = BACKBONES.get(name)
     aliases = {alias: ls.node for alias, ls in spec.layers.items()} if spec else {}
-    return zoo.resolve(name, requested, aliases)
+    try:
+        return zoo.resolve(name, requested, aliases)
+    except UserError as exc:  # the papers' layer names on another model: say whose they are
+        owners = {layer: [b for b, sp in BACKBONES.items() if layer in sp.layers] for layer in requested}
+        theirs = sorted({b for layer, bs in owners.items() if bs and layer not in aliases for b in bs},
+                        key=list(BACKBONES).index)
+        if theirs:
+            exc.message += f" ({', '.join(layer for layer, bs in owners.items() if bs)} are layers of " \
+                           f"{' / '.join(theirs)}, not graph nodes of {name})"
+        raise
 
 
 def known_layers(backbone: str) -> list[str]:
