@@ -78,7 +78,7 @@ def _out_dir(out: Path) -> Path:
 
 
 def _table(result, k: int) -> Table:
-    table = Table(title=escape(str(result.source)), title_justify="left")
+    table = Table()
     table.add_column("class", overflow="fold")
     table.add_column("probability", justify="right")
     for name, p in result.top_k(k):
@@ -161,14 +161,14 @@ def _predict_all(predictor, paths: list[Path], console: Console, cache_features:
     estimates = [_frames_estimate(p, predictor) for p in paths]
     total_frames = sum(estimates)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                        TextColumn("{task.fields[fps]} fr/s"), TimeRemainingColumn(), console=console,
+                        TextColumn("{task.fields[fps]}"), TimeRemainingColumn(), console=console,
                         transient=False)
     import time
 
     start = time.perf_counter()
     done_frames = 0
     with progress as bar:
-        task = bar.add_task("predict", total=len(paths), what="", fps="-")
+        task = bar.add_task("predict", total=len(paths), what="", fps="")
         frames_task = bar.add_task("frames", total=max(1, total_frames), what="frames", fps="", visible=False) \
             if predictor.kind == "video" else None
         if frames_task is not None:
@@ -178,9 +178,11 @@ def _predict_all(predictor, paths: list[Path], console: Console, cache_features:
 
             def tick(frames: int, base=base) -> None:
                 elapsed = max(time.perf_counter() - start, 1e-9)
-                bar.update(task, fps=f"{(base + frames) / elapsed:.1f}")
+                rate = f"{(base + frames) / elapsed:.1f} frames/s"
                 if frames_task is not None:
-                    bar.update(frames_task, completed=base + frames)
+                    bar.update(frames_task, completed=base + frames, fps=rate)
+                else:
+                    bar.update(task, fps=rate.replace("frames", "images"))
 
             bar.update(task, what=escape(path.name[-40:]))
             try:
@@ -228,6 +230,7 @@ def _emit(paths: list[Path], results: dict, failures: dict, k: int, as_json: boo
     console = Console()
     for i in range(len(paths)):
         if i in results:
+            console.print(f"[bold]{escape(str(results[i].source))}[/bold]", soft_wrap=True)
             console.print(_table(results[i], k))
             console.print(escape(_summary(results[i])), soft_wrap=True)
 
