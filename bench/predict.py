@@ -6,7 +6,8 @@ Prints, for the same backbone settings (the extract run a tiny toy video model w
   own time, backbone build included) and of ``predict`` on the same file (predictor load included), and their
   ratio (goal >= 0.8: the backbone dominates both);
 - the peak resident memory (``ru_maxrss``) of a fresh process predicting the video and a 10x longer one, and their
-  ratio (goal <= 1.2: frames stream through the backbone and the maps beyond a bounded amount wait on disk).
+  ratio (goal <= 1.2: frames stream through the backbone and the maps beyond a bounded amount wait on disk), and
+  what each adds above a 16-frame video beside what holding the long video's decoded frames would take.
 
 Usage: ``python bench/predict.py [--frames 200] [--size 96] [--workdir DIR]`` (a few minutes on 2 CPU cores).
 """
@@ -112,9 +113,12 @@ def main() -> None:
     long = work / "long" / "long" / "long.avi"  # folder dataset: ROOT/<class>/<file>
     make_video(short, a.frames, a.size)
     make_video(long, 10 * a.frames, a.size)
+    tiny = work / "videos" / "long" / "tiny.avi"
+    make_video(tiny, 16, a.size)
     ex = measure("extract", str(long), str(cache), str(run))
     pr = measure("predict", str(long), str(cache), str(run))
     one = measure("predict", str(short), str(cache), str(run))
+    base = measure("predict", str(tiny), str(cache), str(run))  # the loaded predictor and one clip's work
     print(f"long video: {10 * a.frames} frames of {a.size}x{a.size}; vgg16 pool4+conv5_3 @64px, random weights, "
           f"batch 32, fp32, CPU")
     print(f"extract {ex['fps']:.1f} frames/s, predict {pr['fps']:.1f} frames/s: ratio {pr['fps'] / ex['fps']:.2f} "
@@ -122,6 +126,13 @@ def main() -> None:
     print(f"peak RSS predict {a.frames} frames {one['rss'] / 2**20:.0f} MiB, {10 * a.frames} frames "
           f"{pr['rss'] / 2**20:.0f} MiB: ratio {pr['rss'] / one['rss']:.2f} (goal <= 1.2); decoder process "
           f"{one['children_rss'] / 2**20:.0f} / {pr['children_rss'] / 2**20:.0f} MiB")
+    # what the video's length adds above a 16-frame video (the model and the libraries are most of the peak; this
+    # is the part that would grow with the length if frames or maps were held)
+    grow1, grow10 = one["rss"] - base["rss"], pr["rss"] - base["rss"]
+    held = 10 * a.frames * a.size * a.size * 3
+    print(f"above a 16-frame video ({base['rss'] / 2**20:.0f} MiB): {a.frames} frames +{grow1 / 2**20:.1f} MiB, "
+          f"{10 * a.frames} frames +{grow10 / 2**20:.1f} MiB; holding the long video's decoded frames alone would "
+          f"add {held / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
