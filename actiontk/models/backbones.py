@@ -12,8 +12,14 @@ What this module holds:
   ``create_feature_extractor`` after the last requested tap (later nodes, the classifier included, are
   pruned from the traced graph and never computed), in eval mode with gradients off.
 
-Weights are ``"imagenet"`` (torchvision's enum, downloaded into / loaded from torch's hub cache),
-``"none"`` (random, deterministic per seed) or a path to a local state dict. Every problem the user can fix
+Every other torchvision classification or video model is accepted too, by its registered name, with graph node
+names as layers (:mod:`actiontk.models.zoo`: shapes from a cached meta-device dry run, token outputs as maps,
+clips for the video models). A request made only of a curated spec's layer names goes the curated way, and
+keeps the cache key it always had.
+
+Weights are ``"imagenet"`` (torchvision's enum, downloaded into / loaded from torch's hub cache), a member
+name of the model's weights enum (``"IMAGENET1K_V2"``), ``"none"`` (random, deterministic per seed) or a path
+to a local state dict. Every problem the user can fix
 (unknown names, too small a size, a missing or mismatching weights file, no network) is a
 :class:`~actiontk.errors.UserError` that says what to do.
 
