@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from actiontk.cache.runs import file_sha256
-from actiontk.errors import UserError
+from actiontk.errors import UserError, one_line
 
 # The statistics every ImageNet-trained torchvision classifier was trained with; used as well for random
 # and local weights, so that switching weights never silently changes the input distribution.
@@ -372,12 +372,6 @@ def validate(name: str, layers: Sequence[str], size: int, grid: int | None, fram
 # -- weights ---------------------------------------------------------------------------------------------
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception as one short line: UserError messages are printed on a single line."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _imagenet_state_dict(name: str, weights: Any, progress: bool) -> dict[str, Tensor]:
     """The state dict of a weights enum member through torchvision's hub cache; no network problem escapes as a
     traceback."""
@@ -393,12 +387,12 @@ def _imagenet_state_dict(name: str, weights: Any, progress: bool) -> dict[str, T
         alternatives = f"--weights PATH (a local copy of {file_name}) or --weights none (random weights)"
         if was_cached:
             raise UserError(
-                f"the cached ImageNet weights {cached} for {name} could not be loaded: {_one_line(exc)}",
+                f"the cached ImageNet weights {cached} for {name} could not be loaded: {one_line(exc)}",
                 hint=f"delete that file to download it again, or use {alternatives}",
             ) from exc
         raise UserError(
             f"the ImageNet weights for {name} ({_enum_id(weights)}) could not be downloaded from "
-            f"{weights.url}: {_one_line(exc)}",
+            f"{weights.url}: {one_line(exc)}",
             hint=f"offline? copy {file_name} from an online machine's ~/.cache/torch/hub/checkpoints/ into "
             f"{cache_dir}, or pass {alternatives}",
         ) from exc
@@ -428,11 +422,11 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], str]:
                 "(only plain state dicts are, with torch.load(weights_only=True))",
                 hint="re-save it from a trusted environment with torch.save(model.state_dict(), PATH)",
             ) from exc
-        raise UserError(f"weights file {path} is not a readable PyTorch checkpoint: {_one_line(exc)}",
+        raise UserError(f"weights file {path} is not a readable PyTorch checkpoint: {one_line(exc)}",
                         hint=_PATH_HINT) from exc
     except Exception as exc:  # OSError, EOFError, RuntimeError (bad zip), ...
         raise UserError(f"weights file {path} is not a readable PyTorch checkpoint: "
-                        f"{type(exc).__name__}: {_one_line(exc)}", hint=_PATH_HINT) from exc
+                        f"{type(exc).__name__}: {one_line(exc)}", hint=_PATH_HINT) from exc
     # Training scripts often wrap the state dict: {"state_dict": ...} (Lightning and co.), {"model": ...}.
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from actiontk.errors import UserError
+from actiontk.errors import UserError, one_line
 
 CLS = ".cls"  # suffix of the class-token level of a token node
 
@@ -137,17 +137,6 @@ def build_model(name: str, size: int | None, *, meta: bool, frames: int | None =
     except (AssertionError, ValueError) as exc:  # e.g. ViT's image size not a multiple of its patch size
         raise UserError(f"{name} cannot be built for --size {size}: {one_line(exc)}",
                         hint=f"use a size it accepts, e.g. --size {default_size(name)}") from exc
-
-
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception as one short line (UserError messages are printed on a single line)."""
-    try:
-        from actiontk.errors import one_line as shared  # type: ignore[attr-defined]
-
-        return shared(exc)
-    except ImportError:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- graph nodes and the on-disk cache of dry runs -----------------------------------------------------------
