@@ -205,9 +205,13 @@ def work_pipeline(spec: dict) -> dict:
 
     ends: list[tuple[float, int]] = []
     cpu_first: list[float] = []
+    from actiontk.models.backbones import is_video
     from actiontk.stages.extract_batch import Batcher
+    from actiontk.stages.extract_clips import ClipBatcher
 
-    compute = Batcher.compute
+    # the class the stage will use for this backbone: clips for a video model
+    batcher_class = ClipBatcher if is_video(spec.get("backbone", BACKBONE)) else Batcher
+    compute = batcher_class.compute
 
     def timed(self, parts):
         out = compute(self, parts)
@@ -216,7 +220,7 @@ def work_pipeline(spec: dict) -> dict:
             cpu_first.append(own_cpu_seconds())
         return out
 
-    Batcher.compute = timed
+    batcher_class.compute = timed
     cfg = stage.ExtractConfig(backbone=spec.get("backbone", BACKBONE), layers=list(spec.get("layers", LAYERS)),
                               size=spec["size"], weights="none", clip_len=spec["clip_len"],
                               batch_size=spec["batch_size"], workers=spec["workers"], device=spec["device"])
