@@ -83,6 +83,9 @@ def _device(name: str):
 
 def work_backbone(spec: dict) -> dict:
     """(a): forward only, on frames decoded and transformed before the clock starts."""
+    from actiontk.commands.extract import prefer_passive_openmp
+
+    prefer_passive_openmp()  # the OpenMP wait policy the stage (c) runs under, set before torch is imported
     import numpy as np
     import torch
 
