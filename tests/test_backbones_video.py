@@ -129,6 +129,18 @@ def test_extract_stores_one_map_per_clip(tmp_path: Path):
     rd = FeatureReader(short.run.path)
     assert all(rd.num_frames(rel) == 1 for rel in rd.videos()) and len(rd.videos()) == 18
     assert rd.layers() == {"layer2": (128, 8, 8, 8)}
+    # the training stages read per-frame maps: a clip run named is a one-line error, and none is picked on its own
+    from actiontk.stages.train_3d import Train3DConfig, train_3d
+    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
+    from actiontk.train.engine import TrainConfig
+
+    with pytest.raises(UserError, match="holds clip-level maps of a video backbone .* train-3d reads one map per"):
+        train_3d(Train3DConfig(), TrainConfig(), tmp_path / "cache", features=result.run, log=lambda m: None)
+    with pytest.raises(UserError, match="train-lstm reads one map per frame"):
+        train_lstm(TrainLSTMConfig(), TrainConfig(), tmp_path / "cache", features=str(short.run.path),
+                   log=lambda m: None)
+    with pytest.raises(UserError, match="no complete extract run for toy"):
+        train_3d(Train3DConfig(), TrainConfig(), tmp_path / "cache", dataset="toy", split=1, log=lambda m: None)
 
 
 def test_video_backbone_on_images_is_refused(tmp_path: Path):

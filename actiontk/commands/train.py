@@ -42,13 +42,13 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
                  resume: bool, cache: Path | None, config: Path | None, overrides: dict[str, Any],
                  init_from: str | None = None) -> None:
     from actiontk.cache.runs import resolve_cache_root
-    from actiontk.stages.common import resolve_stage_configs
+    from actiontk.stages.common import per_frame_extract, resolve_stage_configs
     from actiontk.stages.train_3d import Train3DConfig, extract_complete, train_3d
 
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
     preset, features = _upstream_for_preset(root, dataset, registry.EXTRACT, run=features, split=split,
-                                            complete=extract_complete)
+                                            complete=per_frame_extract(extract_complete))
     cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_3D, Train3DConfig, config, overrides)
     run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
                           attention_from=attention_from, init_from=init_from, resume=resume,
@@ -66,10 +66,11 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
     root = resolve_cache_root(cache)
     console = Console(stderr=True)
     if features is not None:
+        from actiontk.stages.common import per_frame_extract
         from actiontk.stages.train_3d import extract_complete
 
         preset, features = _upstream_for_preset(root, dataset, registry.EXTRACT, run=features, split=split,
-                                                complete=extract_complete)
+                                                complete=per_frame_extract(extract_complete))
     else:
         preset, cubes = _upstream_for_preset(root, dataset, registry.CUBES, run=cubes, split=split,
                                              complete=is_complete)

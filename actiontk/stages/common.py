@@ -57,3 +57,29 @@ def split_videos(dataset: str, root: str, split: int, reader: FeatureReader,
         raise UserError(f"split {split} of {dataset} has {len(train)} train and {len(test)} test videos with features",
                         "check the extract run with `actiontk status`")
     return index.classes, train, test
+
+
+def clip_maps(run) -> bool:
+    """Whether an extract run holds one map per clip of a video backbone (r3d_18, s3d, ...) rather than one per
+    frame: its key records the clip length then (``actiontk.stages.extract.key_config``)."""
+    return "clip" in run.info.get("config", {})
+
+
+def per_frame_extract(complete: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """``complete`` narrowed to extract runs of per-frame maps (what train-3d and the joint LSTM read)."""
+    return lambda run: not clip_maps(run) and complete(run)
+
+
+def not_per_frame(stage: str) -> Callable[[Any], UserError | None]:
+    """The error for a named extract run that holds a video backbone's clip maps, which ``stage`` cannot read."""
+
+    def check(run) -> UserError | None:
+        if not clip_maps(run):
+            return None
+        clip = run.info["config"]["clip"]
+        return UserError(f"{run.short} holds clip-level maps of a video backbone (clips of {clip['len']} frames); "
+                         f"{stage} reads one map per frame",
+                         "extract with an image backbone (e.g. --backbone vgg16, convnext_tiny) for training; "
+                         "clip-level features are for your own models (docs/cache-format.md)")
+
+    return check

@@ -25,7 +25,7 @@ from actiontk.cache.runs import Run, find_run, open_run
 from actiontk.errors import UserError
 from actiontk.models.configs import Conv3DConfig, from_mapping
 from actiontk.stages import registry, upstream
-from actiontk.stages.common import split_videos, train_key
+from actiontk.stages.common import not_per_frame, per_frame_extract, split_videos, train_key
 
 STAGE = registry.TRAIN_3D
 CUBES = registry.CUBES
@@ -122,6 +122,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
 
     up, split = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=split, run=features,
                                   next_step=f"actiontk extract {dataset or 'DATASET'} --root DIR --split {split or 1}",
+                                  complete=per_frame_extract(extract_complete), unsuitable=not_per_frame(STAGE),
                                   log=log)
     reader = store.FeatureReader(up.path)
     layers = pick_levels(cfg.levels, list(reader.layers()), up.short)

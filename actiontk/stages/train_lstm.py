@@ -34,7 +34,7 @@ from actiontk.errors import UserError
 from actiontk.metrics import vote  # clips -> video majority (ours), shared with evaluate
 from actiontk.models.configs import JointLSTMConfig, from_mapping
 from actiontk.stages import registry, upstream
-from actiontk.stages.common import split_videos, train_key
+from actiontk.stages.common import not_per_frame, per_frame_extract, split_videos, train_key
 from actiontk.stages.train_3d import check_common, pick_levels
 
 STAGE = registry.TRAIN_LSTM
@@ -105,7 +105,8 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
                         "maps straight from an extract run (the no-temporal-convnet ablation), not both")
     if features is not None:
         up, split = upstream.pick_run(cache_root, registry.EXTRACT, dataset=dataset, split=split, run=features,
-                                      next_step="actiontk extract", log=log)
+                                      complete=per_frame_extract(registry.STAGES[registry.EXTRACT].is_complete),
+                                      unsuitable=not_per_frame(STAGE), next_step="actiontk extract", log=log)
     else:
         up, split = upstream.pick_run(cache_root, registry.CUBES, dataset=dataset, split=split, run=cubes,
                                       next_step="actiontk train-3d", log=log)
