@@ -66,3 +66,18 @@ def test_no_other_module_renames_files_into_place():
                     and (ast.unparse(node.func.value) == "os" or len(node.args) == 1) and rel not in own:
                 found.append(f"{rel}:{node.lineno}")
     assert found == [], f"renames outside cache.runs: {found}"
+
+
+def test_atomic_path_publishes_on_success_and_keeps_the_old_file_on_failure(tmp_path: Path):
+    from actiontk.cache.runs import atomic_path
+
+    out = tmp_path / "a.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(out, ".mp4") as tmp:
+        assert tmp.name.endswith(".mp4") and tmp.parent == tmp_path and tmp != out
+        tmp.write_bytes(b"half")
+        raise RuntimeError("encoder failed")
+    assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+    with atomic_path(out, ".mp4") as tmp:
+        tmp.write_bytes(b"new")
+    assert out.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

@@ -106,6 +106,24 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *,
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """For a writer that needs a path, not a file object (an encoder): yields a temporary path beside ``path``
+    (ending in ``suffix``, for writers that pick the format by extension); when the block ends without an error
+    the file there is fsynced and renamed onto ``path``, otherwise removed."""
+    tmp = temp_path(path).with_name(temp_path(path).name + suffix)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes | memoryview, *,
                        before_replace: Callable[[], object] | None = None) -> None:
     """:func:`atomic_write` of ``data``."""

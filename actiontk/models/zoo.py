@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from actiontk.cache.runs import atomic_write_text
 from actiontk.errors import UserError, one_line
 
 CLS = ".cls"  # suffix of the class-token level of a token node
@@ -173,9 +174,7 @@ def _save_cache(name: str, update: dict[str, Any]) -> None:
             data[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, sort_keys=True))
     except OSError:
         pass
 

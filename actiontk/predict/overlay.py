@@ -14,12 +14,12 @@ maximum, min-max when negative, ``jet``, blended at half weight).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from actiontk.cache.runs import atomic_path
 from actiontk.report.media import ALPHA, colorize, scale01
 
 H264, MPEG4 = "libx264", "mpeg4"
@@ -114,9 +114,8 @@ def write_video_overlay(result, frames: Iterator[np.ndarray], out_path: Path, *,
     stride = max(1, result.frame_stride)
     labels = running_labels(result)
     codec = video_codec()
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.mp4")
     n = 0
-    try:
+    with atomic_path(out_path, ".mp4") as tmp:
         with av.open(str(tmp), mode="w") as container:
             stream = None
             for chunk in frames:
@@ -143,9 +142,6 @@ def write_video_overlay(result, frames: Iterator[np.ndarray], out_path: Path, *,
                     container.mux(packet)
         if n == 0:
             raise ValueError("no frames to draw on")
-        tmp.replace(out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return n
 
 
