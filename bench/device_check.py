@@ -66,7 +66,7 @@ def _extract(root: Path, cache: Path, device: str, precision: str, size: int):
     preset, _ = load_preset("toy")
     cfg = resolve(ExtractConfig, preset.get("extract", {}),
                   {**EXTRACT, "size": size, "device": device, "precision": precision})
-    return extract("toy", root, 1, cfg, cache, log=lambda m: None)
+    return extract(cfg, cache, dataset="toy", root=root, split=1, log=lambda m: None)
 
 
 def relative_errors(run_a: Path, run_b: Path) -> list[float]:

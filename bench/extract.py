@@ -229,8 +229,8 @@ def work_pipeline(spec: dict) -> dict:
                               batch_size=spec["batch_size"], workers=spec["workers"], device=spec["device"])
     with tempfile.TemporaryDirectory(dir=spec.get("tmp")) as cache, Clock() as clock:
         t0 = clock.t0
-        result = stage.extract("toy", Path(spec["root"]), 1, cfg, Path(cache), log=lambda m: None,
-                               progress_console=Console(stderr=True))
+        result = stage.extract(cfg, Path(cache), dataset="toy", root=Path(spec["root"]), split=1, log=lambda m: None,
+                               console=Console(stderr=True))
         t_end = time.perf_counter()
         cpu_end = own_cpu_seconds()  # decoder processes have been joined: their CPU time is in
     import torch

@@ -55,13 +55,13 @@ def build(work: Path) -> tuple[Path, Path]:
     quiet = lambda m: None  # noqa: E731
     cache = work / "cache"
     generate_toy(work / "toy", ToyConfig(seed=0, classes=6, groups=3, clips=1, frames=10, size=64), workers=1)
-    extract("toy", work / "toy", 1, extract_config(), cache, log=quiet)
+    extract(extract_config(), cache, dataset="toy", root=work / "toy", split=1, log=quiet)
     c3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None, {"epochs": 1, "channels": 16, "hidden": 16,
                                                                            **CLIP})
-    _, cubes = train_3d(c3, t3, cache, dataset="toy", split=1, log=quiet)
+    cubes = train_3d(c3, t3, cache, dataset="toy", split=1, log=quiet).products["cubes"]
     cl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
                                    {"epochs": 1, "hidden": 16, "layers": 2, "last": 3, **CLIP})
-    return cache, train_lstm(cl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet).path
+    return cache, train_lstm(cl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet).run.path
 
 
 def extract_config():
@@ -78,7 +78,7 @@ def child(mode: str, video: str, cache: str, run: str) -> None:
         from actiontk.stages.extract import extract
 
         root = Path(video).parent.parent
-        result = extract("folder", root, 1, extract_config(), Path(cache), log=lambda m: None)
+        result = extract(extract_config(), Path(cache), dataset="folder", root=root, split=1, log=lambda m: None)
         frames, seconds = result.frames, result.seconds
     else:
         import actiontk

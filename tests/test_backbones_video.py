@@ -103,7 +103,7 @@ def test_extract_stores_one_map_per_clip(tmp_path: Path):
     layers = ["layer2", "layer3"]
     cfg = ExtractConfig(backbone="r3d_18", layers=layers, size=32, weights="none", batch_size=8, workers=1,
                         clip_len=4, clip_stride=3)
-    result = extract("toy", root, 1, cfg, tmp_path / "cache", log=lambda m: None)
+    result = extract(cfg, tmp_path / "cache", dataset="toy", root=root, split=1, log=lambda m: None)
     assert result.extracted == 18 and not result.failed
     assert result.run.info["config"]["clip"] == {"len": 4, "stride": 3}
     reader = FeatureReader(result.run.path)
@@ -124,7 +124,7 @@ def test_extract_stores_one_map_per_clip(tmp_path: Path):
     # a clip longer than the videos: one clip each, the last frame repeated
     cfg = ExtractConfig(backbone="r3d_18", layers=["layer2"], size=32, weights="none", batch_size=16, workers=1,
                         clip_len=16)
-    short = extract("toy", root, 1, cfg, tmp_path / "cache", log=lambda m: None)
+    short = extract(cfg, tmp_path / "cache", dataset="toy", root=root, split=1, log=lambda m: None)
     assert short.run.key != result.run.key
     rd = FeatureReader(short.run.path)
     assert all(rd.num_frames(rel) == 1 for rel in rd.videos()) and len(rd.videos()) == 18
@@ -151,5 +151,5 @@ def test_video_backbone_on_images_is_refused(tmp_path: Path):
     generate_toy_mpii(root, ToyMPIIConfig(classes=2, per_class=3, size=48))
     cfg = ExtractConfig(backbone="r3d_18", layers=["layer2"], size=32, weights="none")
     with pytest.raises(UserError, match="r3d_18 is a video model"):
-        extract("toy-mpii", root, 1, cfg, tmp_path / "cache", log=lambda m: None)
+        extract(cfg, tmp_path / "cache", dataset="toy-mpii", root=root, split=1, log=lambda m: None)
     assert not (tmp_path / "cache").exists()

@@ -212,7 +212,7 @@ def test_extract_stores_the_models_maps(tmp_path: Path):
     generate_toy_mpii(root, ToyMPIIConfig(classes=2, per_class=3, size=SIZE))
     layers = ["features.3", "features.5"]
     cfg = ExtractConfig(backbone="convnext_tiny", layers=layers, size=SIZE, weights="none", batch_size=4, workers=1)
-    result = extract("toy-mpii", root, 1, cfg, tmp_path / "cache", log=lambda m: None)
+    result = extract(cfg, tmp_path / "cache", dataset="toy-mpii", root=root, split=1, log=lambda m: None)
     assert result.extracted > 0 and not result.failed
     reader = FeatureReader(result.run.path)
     assert reader.layers() == {"features.3": (192, 8, 8), "features.5": (384, 4, 4)}
@@ -236,7 +236,7 @@ def test_extract_stores_the_models_maps(tmp_path: Path):
 
     gap = TrainGAPConfig(layer="features.5", head="gap", depth=1, width=16, pose_width=8, attention_samples=2)
     run = train_gap(gap, TrainConfig(epochs=1, batch_size=4, lr=1e-3, device="cpu"), tmp_path / "cache",
-                    features=result.run, log=lambda m: None)
+                    features=result.run, log=lambda m: None).run
     scores = np.load(run.path / "predictions.npz")["image_scores"]
     assert scores.shape[1] == 2 and np.allclose(scores.sum(1), 1, atol=1e-5)
     assert np.load(run.path / "attention_samples.npz")["topdown"].shape[1:] == (4, 4)  # features.5's map
@@ -260,17 +260,17 @@ def test_joint_lstm_on_two_convnext_stages(tmp_path: Path):
     cache = tmp_path / "cache"
     layers = ["features.1", "features.3"]
     # --grid 4: the joint LSTM attends over one grid shared by the levels (stride 4 and 8 here)
-    ex = extract("toy", tmp_path / "toy", 1, ExtractConfig(backbone="convnext_tiny", layers=layers, grid=4,
-                                                           size=32, weights="none", workers=1), cache, log=quiet)
+    ex = extract(ExtractConfig(backbone="convnext_tiny", layers=layers, grid=4, size=32, weights="none", workers=1),
+                 cache, dataset="toy", root=tmp_path / "toy", split=1, log=quiet)
     from actiontk.cache.features import FeatureReader
 
     assert FeatureReader(ex.run.path).layers() == {"features.1": (96, 4, 4), "features.3": (192, 4, 4)}
     clip = {"clip_len": 6, "clip_stride": 4}
     cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
                                      {"epochs": 1, "channels": 8, "hidden": 8, **clip})
-    _, cubes = train_3d(cfg3, t3, cache, dataset="toy", split=1, log=quiet)
+    cubes = train_3d(cfg3, t3, cache, dataset="toy", split=1, log=quiet).products["cubes"]
     cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
                                      {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **clip})
-    lstm = train_lstm(cfgl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet)
+    lstm = train_lstm(cfgl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet).run
     scores = np.load(lstm.path / "predictions.npz")
     assert any(k.endswith("scores") for k in scores.files)

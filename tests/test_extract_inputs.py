@@ -49,14 +49,17 @@ def test_decoder_is_in_the_cache_key(folder: Path, tmp_path: Path):
     b = key_config(ExtractConfig(**CFG, backend="pyav"), "fp32")
     assert a != b and a["decoder"] == {"backend": "decord", "fallback": "pyav"}
     cache = tmp_path / "cache"
-    first = extract("folder", folder, 1, ExtractConfig(**CFG, backend="decord"), cache, log=lambda m: None)
-    second = extract("folder", folder, 1, ExtractConfig(**CFG, backend="pyav"), cache, log=lambda m: None)
+    first = extract(ExtractConfig(**CFG, backend="decord"), cache, dataset="folder", root=folder, split=1,
+                    log=lambda m: None)
+    second = extract(ExtractConfig(**CFG, backend="pyav"), cache, dataset="folder", root=folder, split=1,
+                     log=lambda m: None)
     assert first.run.path != second.run.path
     assert second.extracted == 2 and second.cached == 0  # not "nothing to do" with decord's frames
     for result, backend in ((first, "decord"), (second, "pyav")):
         index = FeatureReader(result.run.path).index
         assert {e["backend"] for e in index.videos.values()} == {backend}
-    again = extract("folder", folder, 1, ExtractConfig(**CFG, backend="pyav"), cache, log=lambda m: None)
+    again = extract(ExtractConfig(**CFG, backend="pyav"), cache, dataset="folder", root=folder, split=1,
+                    log=lambda m: None)
     assert again.extracted == 0 and again.cached == 2
 
 
@@ -90,7 +93,8 @@ def test_implausible_frame_count_is_ignored_by_the_disk_estimate(folder: Path, t
 
     # 100 MB free: plenty for 36 frames of features, nowhere near 2e9 frames' worth.
     monkeypatch.setattr(space.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 9 * 10**8, 10**8))
-    result = extract("folder", folder, 1, ExtractConfig(**CFG), tmp_path / "cache", log=lambda m: None)
+    result = extract(ExtractConfig(**CFG), tmp_path / "cache", dataset="folder", root=folder, split=1,
+                     log=lambda m: None)
     assert result.extracted == 3 and result.failed == {}
     assert FeatureReader(result.run.path).num_frames("run/liar.mp4") == FRAMES  # decoded and judged on its own
 
@@ -121,7 +125,7 @@ def test_symlink_leaving_the_root_is_rejected(folder: Path, outside: Path, tmp_p
     (folder / "train.txt").write_text("jump/a.avi\nrun/b.avi\n")
     (folder / "test.txt").write_text("run/c.avi\n")
     with pytest.raises(UserError) as info:
-        extract("folder", folder, 1, ExtractConfig(**CFG), tmp_path / "cache", log=lambda m: None)
+        extract(ExtractConfig(**CFG), tmp_path / "cache", dataset="folder", root=folder, split=1, log=lambda m: None)
     assert "train.txt:2" in str(info.value) and "outside the dataset root" in str(info.value)
     assert cli_run(["datasets", "check", "folder", "--root", str(folder)]) == 1
     assert "outside the dataset root" in capsys.readouterr().out
@@ -245,7 +249,8 @@ def test_extract_sees_photos_upright(tmp_path: Path):
     save_with_orientation(root / "a" / "phone.jpg", pixels, 6)
     upright = UPRIGHT[6](stored_pixels(root / "a" / "phone.jpg"))
     Image.fromarray(np.ascontiguousarray(upright)).save(root / "b" / "upright.png")  # lossless copy, no EXIF
-    result = extract("images", root, 1, ExtractConfig(**{**CFG, "workers": 1}), tmp_path / "c", log=lambda m: None)
+    result = extract(ExtractConfig(**{**CFG, "workers": 1}), tmp_path / "c", dataset="images", root=root, split=1,
+                     log=lambda m: None)
     reader = FeatureReader(result.run.path)
     got, want = reader.read("a/phone.jpg", "conv5_3"), reader.read("b/upright.png", "conv5_3")
     assert np.array_equal(got, want)

@@ -60,7 +60,7 @@ def cache(toy: Path, tmp_path_factory) -> Path:
     ecfg = resolve(ExtractConfig, preset["extract"], {"workers": 1, "device": "cpu"})
     assert (ecfg.backbone, ecfg.layers, ecfg.size, ecfg.weights) == ("resnet101", ["layer4"], 160, "none")
     cache = tmp_path_factory.mktemp("toy-mpii-cache")
-    extract("toy-mpii", toy, 1, ecfg, cache, log=quiet)
+    extract(ecfg, cache, dataset="toy-mpii", root=toy, split=1, log=quiet)
     return cache
 
 
@@ -96,7 +96,7 @@ def test_random_resnet101_features_are_linearly_separable(toy: Path, cache: Path
 def test_cached_mode_is_far_above_chance(cache: Path, one_torch_thread):
     cfg, tcfg = resolve_stage_configs("toy-mpii", "train-gap", TrainGAPConfig, None, {"epochs": 20, "device": "cpu"})
     assert cfg.head == "gap" and cfg.pose and not cfg.finetune  # the preset's head
-    s = _summary(train_gap(cfg, tcfg, cache, log=quiet))
+    s = _summary(train_gap(cfg, tcfg, cache, log=quiet).run)
     assert s["test_images"] == 90 and s["classes_with_positives"] == 6
     assert s["mAP"] >= CACHED_MAP_BAR, s
     assert s["accuracy"] >= CACHED_ACC_BAR, s
@@ -105,7 +105,7 @@ def test_cached_mode_is_far_above_chance(cache: Path, one_torch_thread):
 def test_finetune_mode_is_far_above_chance(toy: Path, tmp_path: Path, one_torch_thread):
     cfg, tcfg = resolve_stage_configs("toy-mpii", "train-gap", TrainGAPConfig, None, {**FINETUNE, "device": "cpu"})
     assert cfg.head == "gap" and cfg.pose  # the preset's head, trained end to end with the backbone
-    s = _summary(train_gap(cfg, tcfg, tmp_path, dataset="toy-mpii", root=toy, log=quiet))
+    s = _summary(train_gap(cfg, tcfg, tmp_path, dataset="toy-mpii", root=toy, log=quiet).run)
     assert s["test_images"] == 90 and s["classes_with_positives"] == 6
     assert s["mAP"] >= FINETUNE_MAP_BAR, s
     assert s["accuracy"] >= FINETUNE_ACC_BAR, s

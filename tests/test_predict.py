@@ -45,19 +45,19 @@ def cache(tmp_path_factory) -> dict:
     generate_toy_mpii(work / "toy-mpii", ToyMPIIConfig(classes=2, per_class=3, size=64))
     root = work / "cache"
     try:
-        extract("toy", work / "toy", 1, ExtractConfig(backbone="vgg16", layers=["pool4", "conv5_3"], size=32,
-                                                      weights="none", workers=1), root, log=quiet)
+        extract(ExtractConfig(backbone="vgg16", layers=["pool4", "conv5_3"], size=32, weights="none", workers=1),
+                root, dataset="toy", root=work / "toy", split=1, log=quiet)
         cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
                                          {"epochs": 1, "channels": 8, "hidden": 8, **CLIP})
-        _, cubes = train_3d(cfg3, t3, root, dataset="toy", split=1, log=quiet)
+        cubes = train_3d(cfg3, t3, root, dataset="toy", split=1, log=quiet).products["cubes"]
         cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
                                          {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **CLIP})
-        lstm = train_lstm(cfgl, tl, root, dataset="toy", split=1, cubes=cubes, log=quiet)
-        ex = extract("toy-mpii", work / "toy-mpii", 1, ExtractConfig(backbone="resnet18", layers=["layer4"], size=64,
-                                                                     weights="none", workers=1), root, log=quiet)
+        lstm = train_lstm(cfgl, tl, root, dataset="toy", split=1, cubes=cubes, log=quiet).run
+        ex = extract(ExtractConfig(backbone="resnet18", layers=["layer4"], size=64, weights="none", workers=1),
+                     root, dataset="toy-mpii", root=work / "toy-mpii", split=1, log=quiet)
         cfgg, tg = resolve_stage_configs("toy-mpii", "train-gap", TrainGAPConfig, None,
                                          {"epochs": 1, "width": 16, "pose_width": 8, "backbone": "resnet18"})
-        gap = train_gap(cfgg, tg, root, dataset="toy-mpii", features=ex.run, log=quiet)
+        gap = train_gap(cfgg, tg, root, dataset="toy-mpii", features=ex.run, log=quiet).run
     finally:
         torch.set_num_threads(threads)
     return {"work": work, "root": root, "lstm": lstm, "gap": gap, "toy": toy}

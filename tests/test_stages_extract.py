@@ -40,7 +40,7 @@ def toy(tmp_path_factory) -> Path:
 def reference(toy: Path, tmp_path_factory):
     """One uninterrupted extraction of split 1 that other tests compare with."""
     cache = tmp_path_factory.mktemp("refcache")
-    result = extract("toy", toy, 1, ExtractConfig(**CFG), cache, log=lambda m: None)
+    result = extract(ExtractConfig(**CFG), cache, dataset="toy", root=toy, split=1, log=lambda m: None)
     return result
 
 
@@ -103,7 +103,7 @@ def test_cache_hit_and_other_split_compute_nothing(reference, toy: Path, monkeyp
     cache = reference.run.path.parents[1]
     messages = []
     for split in (1, 2, 3):
-        again = extract("toy", toy, split, ExtractConfig(**CFG), cache, log=messages.append)
+        again = extract(ExtractConfig(**CFG), cache, dataset="toy", root=toy, split=split, log=messages.append)
         assert again.run.path == reference.run.path
         assert (again.extracted, again.cached) == (0, 18)
     assert all(m.startswith("nothing to do") for m in messages)
@@ -111,7 +111,8 @@ def test_cache_hit_and_other_split_compute_nothing(reference, toy: Path, monkeyp
 
 def test_changed_config_or_video_invalidates(reference, toy: Path, tmp_path: Path):
     cache = tmp_path / "c"
-    other = extract("toy", toy, 1, ExtractConfig(**{**CFG, "frame_stride": 2}), cache, log=lambda m: None)
+    other = extract(ExtractConfig(**{**CFG, "frame_stride": 2}), cache, dataset="toy", root=toy, split=1,
+                    log=lambda m: None)
     assert other.run.key != reference.run.key
     assert all(FeatureReader(other.run.path).num_frames(r) == 4 for r in FeatureReader(other.run.path).videos())
     # touching a video changes its fingerprint: only that one is extracted again
@@ -119,7 +120,8 @@ def test_changed_config_or_video_invalidates(reference, toy: Path, tmp_path: Pat
     st = victim.stat()
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     try:
-        again = extract("toy", toy, 1, ExtractConfig(**{**CFG, "frame_stride": 2}), cache, log=lambda m: None)
+        again = extract(ExtractConfig(**{**CFG, "frame_stride": 2}), cache, dataset="toy", root=toy, split=1,
+                        log=lambda m: None)
         assert (again.extracted, again.cached) == (1, 17)
     finally:
         os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -155,7 +157,8 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, toy: Path, tmp_path
     for rel in finished.videos:  # every finished shard is readable
         assert FeatureReader(run_dir, finished).num_frames(rel) == 8
     # the stage keys runs by config, so the resumed run is the same directory and finishes the rest
-    resumed = extract("toy", toy, 1, ExtractConfig(**{**CFG, "videos_per_shard": 2}), cache, log=lambda m: None)
+    resumed = extract(ExtractConfig(**{**CFG, "videos_per_shard": 2}), cache, dataset="toy", root=toy, split=1,
+                      log=lambda m: None)
     assert resumed.run.path == run_dir
     assert resumed.cached == len(finished.videos) and resumed.extracted == 18 - len(finished.videos)
     assert not list(store.shard_dir(run_dir).glob("*.incomplete"))
@@ -174,14 +177,15 @@ def toy_with_corrupt(toy: Path, tmp_path: Path) -> tuple[Path, str]:
 def test_corrupt_video_is_recorded_and_skipped(toy_with_corrupt, tmp_path: Path):
     root, rel = toy_with_corrupt
     cache = tmp_path / "c"
-    result = extract("toy", root, 1, ExtractConfig(**CFG), cache, log=lambda m: None)
+    result = extract(ExtractConfig(**CFG), cache, dataset="toy", root=root, split=1, log=lambda m: None)
     assert list(result.failed) == [rel] and result.extracted == 17
     assert "decord" in result.failed[rel] and "pyav" in result.failed[rel]  # both backends were tried
     idx = store.load_index(result.run.path)
     assert rel in idx.failed and rel not in idx.videos
-    again = extract("toy", root, 1, ExtractConfig(**CFG), cache, log=lambda m: None)
+    again = extract(ExtractConfig(**CFG), cache, dataset="toy", root=root, split=1, log=lambda m: None)
     assert (again.extracted, again.failed_before) == (0, 1)  # not retried unless asked
-    retried = extract("toy", root, 1, ExtractConfig(**CFG), cache, retry_failed=True, log=lambda m: None)
+    retried = extract(ExtractConfig(**CFG), cache, dataset="toy", root=root, split=1, retry_failed=True,
+                      log=lambda m: None)
     assert list(retried.failed) == [rel]
 
 
@@ -232,7 +236,7 @@ def test_refuses_when_the_disk_is_too_small(toy: Path, tmp_path: Path, monkeypat
 
     monkeypatch.setattr(space.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(UserError) as err:
-        extract("toy", toy, 1, ExtractConfig(**CFG), tmp_path, log=lambda m: None)
+        extract(ExtractConfig(**CFG), tmp_path, dataset="toy", root=toy, split=1, log=lambda m: None)
     assert "--frame-stride" in str(err.value) and "--grid" in str(err.value)
     assert not list(tmp_path.glob("extract/*/shards/*.h5"))
 
@@ -252,13 +256,13 @@ def test_disk_full_midway_is_a_clear_error_and_keeps_finished_shards(toy: Path, 
     monkeypatch.setattr(store.VideoWriter, "append", append)
     cfg = ExtractConfig(**{**CFG, "videos_per_shard": 1, "batch_size": 8, "workers": 1})
     with pytest.raises(UserError, match="out of disk space.*finished shards are intact"):
-        extract("toy", toy, 1, cfg, tmp_path, log=lambda m: None)
+        extract(cfg, tmp_path, dataset="toy", root=toy, split=1, log=lambda m: None)
     run_dir = next(tmp_path.glob("extract/*"))
     assert not list(store.shard_dir(run_dir).glob("*.incomplete"))
     finished = store.scan(run_dir)
     assert 1 <= len(finished.videos) <= 4
     monkeypatch.setattr(store.VideoWriter, "append", real_append)
-    resumed = extract("toy", toy, 1, cfg, tmp_path, log=lambda m: None)
+    resumed = extract(cfg, tmp_path, dataset="toy", root=toy, split=1, log=lambda m: None)
     assert resumed.cached == len(finished.videos) and resumed.cached + resumed.extracted == 18
 
 
@@ -272,7 +276,7 @@ def test_still_images(tmp_path: Path):
         for k in range(3):
             Image.fromarray(rng.integers(0, 255, (40 + k * 8, 48, 3), dtype=np.uint8)).save(root / c / f"{k}.jpg")
     cfg = ExtractConfig(backbone="vgg16", layers=["conv5_3"], size=32, weights="none", batch_size=4, workers=1)
-    result = extract("images", root, 1, cfg, tmp_path / "c", log=lambda m: None)
+    result = extract(cfg, tmp_path / "c", dataset="images", root=root, split=1, log=lambda m: None)
     assert result.extracted == 6
     reader = FeatureReader(result.run.path)
     model = backbones.build_backbone("vgg16", ["conv5_3"], "none")
@@ -321,11 +325,12 @@ def test_threads_are_restored_and_omp_num_threads_is_respected(toy: Path, tmp_pa
     try:
         torch.set_num_threads(1)
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        extract("toy", toy, 1, ExtractConfig(**{**CFG, "workers": 1}), tmp_path / "a", log=lambda m: None)
+        extract(ExtractConfig(**{**CFG, "workers": 1}), tmp_path / "a", dataset="toy", root=toy, split=1,
+                log=lambda m: None)
         assert seen[-1] == max(1, os.cpu_count() or 1)  # extract's own choice while it runs
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        extract("toy", toy, 1, ExtractConfig(**{**CFG, "workers": 1, "size": 64}), tmp_path / "b",
+        extract(ExtractConfig(**{**CFG, "workers": 1, "size": 64}), tmp_path / "b", dataset="toy", root=toy, split=1,
                 log=lambda m: None)
         assert seen[-1] == 1 and torch.get_num_threads() == 1
     finally:
@@ -351,7 +356,7 @@ def test_extract_marks_its_run_like_every_stage_and_an_extension_unmarks_it(refe
     record_targets(run.path, 3, ["never/stored.avi"])
     assert is_marked(run) and not registry.is_complete(run)
     # the next invocation takes the mark off first and leaves it off while a target is missing
-    again = extract("toy", toy, 2, ExtractConfig(**CFG), cache, log=lambda m: None)
+    again = extract(ExtractConfig(**CFG), cache, dataset="toy", root=toy, split=2, log=lambda m: None)
     assert again.run.path == run.path and again.extracted == 0
     assert not is_marked(run) and not registry.is_complete(run)
 
@@ -359,7 +364,7 @@ def test_extract_marks_its_run_like_every_stage_and_an_extension_unmarks_it(refe
     # next invocation writes the mark with every split the run serves
     (run.path / TARGETS).write_text(json.dumps({"1": targets["1"], "2": targets["1"]}))
     assert not is_marked(run) and registry.is_complete(run)
-    extract("toy", toy, 1, ExtractConfig(**CFG), cache, log=lambda m: None)
+    extract(ExtractConfig(**CFG), cache, dataset="toy", root=toy, split=1, log=lambda m: None)
     assert completion(run)["splits"] == ["1", "2"] and registry.is_complete(run)
 
     # a shard found damaged after the mark (a reader, `status --verify`): not complete until extract repairs it

@@ -27,7 +27,8 @@ def cache(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("toy") / "toy"
     generate_toy(root, TINY, workers=1)
     cache = tmp_path_factory.mktemp("cache")
-    extract("toy", root, 1, ExtractConfig(size=32, weights="none", batch_size=16, workers=1), cache, log=lambda m: None)
+    extract(ExtractConfig(size=32, weights="none", batch_size=16, workers=1), cache, dataset="toy", root=root, split=1,
+            log=lambda m: None)
     return cache
 
 
@@ -258,8 +259,8 @@ train = Run(train_dir, json.loads((train_dir / RUN_FILE).read_text()))
 if rank == 1:
     time.sleep(1.0)  # the slow rank reads the index after the fast one has written to it (without the barrier)
 for _ in range(2):  # the second call finds every video done on both ranks and must not hang or re-mark
-    cubes = write_cubes(model, reader, videos, train, cache, device=torch.device("cpu"), log=lambda m: None,
-                        is_main=rank == 0)
+    cubes = write_cubes(cache, train_run=train, model=model, reader=reader, videos=videos,
+                        device=torch.device("cpu"), is_main=rank == 0, log=lambda m: None).run
 dist.barrier()
 dist.destroy_process_group()
 """

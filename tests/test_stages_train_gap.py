@@ -32,7 +32,7 @@ def toy(tmp_path_factory) -> Path:
 def cache(toy: Path, tmp_path_factory) -> Path:
     cache = tmp_path_factory.mktemp("gap-cache")
     cfg = ExtractConfig(backbone="resnet101", layers=["layer4"], size=64, weights="none", batch_size=8, workers=1)
-    extract("toy-mpii", toy, 1, cfg, cache, log=lambda m: None)
+    extract(cfg, cache, dataset="toy-mpii", root=toy, split=1, log=lambda m: None)
     return cache
 
 
@@ -42,7 +42,7 @@ def _tcfg(**kw) -> TrainConfig:
 
 def test_cached_mode_writes_predictions_and_is_reused(cache: Path, toy: Path, monkeypatch, one_torch_thread):
     messages: list[str] = []
-    run = train_gap(TrainGAPConfig(head="gap", depth=2, pose=True, **SMALL), _tcfg(), cache, log=messages.append)
+    run = train_gap(TrainGAPConfig(head="gap", depth=2, pose=True, **SMALL), _tcfg(), cache, log=messages.append).run
     assert any("using extract run" in m for m in messages)
     p = np.load(run.path / "predictions.npz")
     classes = list(p["classes"])
@@ -64,7 +64,8 @@ def test_cached_mode_writes_predictions_and_is_reused(cache: Path, toy: Path, mo
         raise AssertionError("the completed run was trained again")
 
     monkeypatch.setattr("actiontk.train.engine.Trainer.fit", boom)
-    again = train_gap(TrainGAPConfig(head="gap", depth=2, pose=True, **SMALL), _tcfg(), cache, log=messages.append)
+    again = train_gap(TrainGAPConfig(head="gap", depth=2, pose=True, **SMALL), _tcfg(), cache,
+                      log=messages.append).run
     assert again.path == run.path and "nothing to do" in messages[-1]
 
     # the run's saved config and the extract run's shapes rebuild the network its checkpoint holds
@@ -78,7 +79,7 @@ def test_cached_mode_writes_predictions_and_is_reused(cache: Path, toy: Path, mo
 
 @pytest.mark.parametrize("head", ["mean", "attn"])
 def test_other_heads(cache: Path, head: str, one_torch_thread):
-    run = train_gap(TrainGAPConfig(head=head, pose=False, **SMALL), _tcfg(epochs=1), cache, log=lambda m: None)
+    run = train_gap(TrainGAPConfig(head=head, pose=False, **SMALL), _tcfg(epochs=1), cache, log=lambda m: None).run
     a = np.load(run.path / "attention_samples.npz")
     if head == "mean":  # mean pooling is attention with a uniform map
         assert np.all(a["bottomup"] == 1.0)
@@ -123,7 +124,8 @@ def test_pose_targets_at_the_cached_map_size(cache: Path, toy: Path):
 
 def test_finetune_mode_trains_the_backbone(toy: Path, tmp_path: Path, one_torch_thread):
     cfg = TrainGAPConfig(head="gap", depth=1, pose=True, finetune=True, weights="none", resize=64, crop=48, **SMALL)
-    run = train_gap(cfg, _tcfg(epochs=1, batch_size=6), tmp_path, dataset="toy-mpii", root=toy, log=lambda m: None)
+    run = train_gap(cfg, _tcfg(epochs=1, batch_size=6), tmp_path, dataset="toy-mpii", root=toy,
+                    log=lambda m: None).run
     p = np.load(run.path / "predictions.npz")
     assert p["image_scores"].shape[1] == 3
     state = torch.load(run.path / "checkpoint.pt", weights_only=True)["model"]

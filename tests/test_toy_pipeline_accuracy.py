@@ -35,8 +35,8 @@ def pipeline(tmp_path_factory) -> dict:
     generate_toy(root, ToyConfig(seed=0, classes=6, groups=6, clips=2, frames=16, size=64), workers=1)
     cache = tmp_path_factory.mktemp("cache")
     quiet = lambda m: None  # noqa: E731
-    extract("toy", root, 1, ExtractConfig(backbone="vgg16", layers=["pool4", "conv5_3"], size=32, weights="none",
-                                          batch_size=32, workers=1), cache, log=quiet)
+    extract(ExtractConfig(backbone="vgg16", layers=["pool4", "conv5_3"], size=32, weights="none", batch_size=32,
+                          workers=1), cache, dataset="toy", root=root, split=1, log=quiet)
     cfg3, tcfg3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
                                         {"channels": 32, "hidden": 32, "epochs": 15, **CLIP})
     assert cfg3.standardize and cfg3.temporal_center  # what the toy preset relies on
@@ -44,11 +44,13 @@ def pipeline(tmp_path_factory) -> dict:
                                         {"fusion": "late", "hidden": 64, "layers": 2, "epochs": 15, "last": 4, **CLIP})
     # The default pipeline's alternation (one round): 3D convnet -> LSTM -> 3D convnet regularized by that LSTM's
     # attention, continuing from the first convnet's weights -> cubes -> LSTM, as `actiontk run` does it.
-    run3, cubes0 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, log=quiet)
-    first = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes0.path), log=quiet)
-    run3r, cubes1 = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, attention_from=str(first.path),
-                             init_from=str(run3.path), log=quiet)
-    runl = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes1.path), log=quiet)
+    made = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, log=quiet)
+    run3, cubes0 = made.run, made.products["cubes"]
+    first = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes0.path), log=quiet).run
+    made = train_3d(cfg3, tcfg3, cache, dataset="toy", split=1, attention_from=str(first.path),
+                    init_from=str(run3.path), log=quiet)
+    run3r, cubes1 = made.run, made.products["cubes"]
+    runl = train_lstm(cfgl, tcfgl, cache, dataset="toy", split=1, cubes=str(cubes1.path), log=quiet).run
 
     def last_val(run) -> dict:
         metrics = [json.loads(x) for x in (run.path / "metrics.jsonl").read_text().splitlines()]

@@ -37,7 +37,7 @@ def run_evaluate(run: str | None, *, reports: list[str] | None, out: Path | None
     def log(message: str) -> None:
         console.print(escape(message))
 
-    ev = evaluate(resolve_cache_root(cache), run, log=log)
+    ev = evaluate(resolve_cache_root(cache), trained=run, log=log, console=console)
     written = [ev.out.path / METRICS]
     html = None
     if "html" in formats or "md" in formats:

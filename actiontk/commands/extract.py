@@ -38,8 +38,8 @@ def run_extract(dataset: str, root: Path, split: int, *, cache: Path | None, con
     preset, source = load_preset(dataset.lower(), config)
     cfg = resolve(ExtractConfig, preset.get(EXTRACT, {}), overrides, source=str(source or "options"))
     console = Console(stderr=True)
-    result = extract(dataset, root, split, cfg, resolve_cache_root(cache), strict=strict,
-                     retry_failed=retry_failed, log=lambda m: console.print(escape(m)), progress_console=console)
+    result = extract(cfg, resolve_cache_root(cache), dataset=dataset, root=root, split=split, strict=strict,
+                     retry_failed=retry_failed, log=lambda m: console.print(escape(m)), console=console)
     if result.failed:
         console.print(f"[yellow]{len(result.failed)} failed[/yellow] (recorded; `actiontk extract ... --retry-failed` "
                       "tries them again):")

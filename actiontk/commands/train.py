@@ -50,9 +50,10 @@ def run_train_3d(dataset: str | None, split: int | None, *, features: str | None
     preset, features = _upstream_for_preset(root, dataset, registry.EXTRACT, run=features, split=split,
                                             complete=per_frame_extract(extract_complete))
     cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_3D, Train3DConfig, config, overrides)
-    run, cubes = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
-                          attention_from=attention_from, init_from=init_from, resume=resume,
-                          log=lambda m: console.print(escape(m)), console=console)
+    made = train_3d(cfg, tcfg, root, dataset=dataset, split=split, features=features,
+                    attention_from=attention_from, init_from=init_from, resume=resume,
+                    log=lambda m: console.print(escape(m)), console=console)
+    run, cubes = made.run, made.products[registry.CUBES]
     print(f"train-3d run: {run.path}\ncubes: {cubes.path}\nnext: actiontk train-lstm --fusion late")
 
 
@@ -76,7 +77,7 @@ def run_train_lstm(dataset: str | None, split: int | None, *, cubes: str | None,
                                              complete=is_complete)
     cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_LSTM, TrainLSTMConfig, config, overrides)
     run = train_lstm(cfg, tcfg, root, dataset=dataset, split=split, cubes=cubes, features=features, resume=resume,
-                     log=lambda m: console.print(escape(m)), console=console)
+                     log=lambda m: console.print(escape(m)), console=console).run
     print(f"train-lstm run: {run.path}\npredictions: {run.path / 'predictions.npz'}")
 
 
@@ -92,5 +93,5 @@ def run_train_gap(dataset: str | None, *, root: Path | None, features: str | Non
                                             complete=_is_image_extract, default="mpii")
     cfg, tcfg = resolve_stage_configs(preset, registry.TRAIN_GAP, TrainGAPConfig, config, overrides)
     run = train_gap(cfg, tcfg, root_cache, dataset=dataset, root=root, features=features, resume=resume,
-                    log=lambda m: console.print(escape(m)), console=console)
+                    log=lambda m: console.print(escape(m)), console=console).run
     print(f"train-gap run: {run.path}\npredictions: {run.path / 'predictions.npz'}\nnext: actiontk evaluate")

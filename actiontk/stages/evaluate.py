@@ -209,15 +209,19 @@ def describe(run: Run) -> str:
             f"{run.info.get('created', '?')[:19]})")
 
 
-def find_run(cache_root: Path, name: str | None, log: Callable[[str], None]) -> Run:
+def find_run(cache_root: Path, name: str | None, log: Callable[[str], None], *, dataset: str | None = None,
+             split: int | None = None) -> Run:
     """The run to evaluate: ``name`` (a run folder, ``STAGE/KEY`` or a key prefix), else the newest complete
-    training run with predictions; says which."""
+    training run with predictions (of ``dataset`` and ``split`` when given); says which."""
     if name is None:
-        runs = _training_runs(cache_root)
+        runs = [r for r in _training_runs(cache_root)
+                if (dataset is None or r.info.get("inputs", {}).get("dataset") == dataset.lower())
+                and (split is None or r.info.get("inputs", {}).get("split") == split)]
         usable = [r for r in runs if has_predictions(r) and lifecycle.is_complete(r)]
         if not usable:
             unfinished = f" ({len(runs)} unfinished: {', '.join(r.short for r in runs[:3])})" if runs else ""
-            raise UserError(f"no finished training run with predictions in {cache_root}{unfinished}", NEXT_STEP)
+            of = "".join([f" of {dataset}" if dataset else "", f" split {split}" if split is not None else ""])
+            raise UserError(f"no finished training run{of} with predictions in {cache_root}{unfinished}", NEXT_STEP)
         run = usable[0]
         log(f"evaluating the newest training run with predictions: {describe(run)}")
         return run
@@ -403,8 +407,17 @@ def evaluate_run(run: Run, *, log: Callable[[str], None] = print) -> Evaluation:
     return Evaluation(run, cache_root, pred, metrics, provenance(run, index), out)
 
 
-def evaluate(cache_root: Path, name: str | None, *, log: Callable[[str], None] = print) -> Evaluation:
-    return evaluate_run(find_run(cache_root, name, log), log=log)
+def evaluate(cache_root: Path, *, dataset: str | None = None, split: int | None = None,
+             trained: str | Run | None = None, log: Callable[[str], None] = print, console=None) -> Evaluation:
+    """Evaluate ``trained`` (a training run or its name; None: the newest complete one with predictions, of
+    ``dataset`` and ``split`` when given) into its evaluate run (``.out`` of the result); ``console`` shows a
+    status line while the metrics are computed (None: none)."""
+    import contextlib
+
+    name = str(trained.path) if isinstance(trained, Run) else trained  # a Run is checked as its folder is
+    run = find_run(cache_root, name, log, dataset=dataset, split=split)
+    with console.status(f"evaluating {run.short}") if console is not None else contextlib.nullcontext():
+        return evaluate_run(run, log=log)
 
 
 def metrics_text(metrics: dict[str, Any]) -> str:

@@ -149,17 +149,19 @@ def key_config(cfg: ExtractConfig, precision: str, image: bool = False) -> dict[
 
 
 def extract(
-    dataset: str,
-    root: Path,
-    split: int,
     cfg: ExtractConfig,
     cache_root: Path,
     *,
+    dataset: str,
+    split: int,
+    root: Path,
     strict: bool = False,
     retry_failed: bool = False,
     log: Callable[[str], None] = print,
-    progress_console=None,
+    console=None,
 ) -> ExtractResult:
+    """Extract the feature maps of ``dataset``'s ``split`` (the dataset in folder ``root``) into an extract run
+    of ``cache_root``, resuming the run of the same config; ``console`` shows the progress bar."""
     from actiontk.models import backbones
 
     t0 = time.perf_counter()
@@ -256,7 +258,7 @@ def extract(
                                    attrs={"run_key": run.key})
         failed: dict[str, str] = {}
         try:
-            extracted = feed(mine, cfg, batcher, writer, failed, strict, image, progress_console, log)
+            extracted = feed(mine, cfg, batcher, writer, failed, strict, image, console, log)
             writer.close()
         except BaseException:
             writer.abort()

@@ -140,7 +140,8 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
         cfg = resolve(ExtractConfig, preset.get(registry.EXTRACT, {}), overrides.get(registry.EXTRACT, {}),
                       source=str(source or "options"))
         result = timed(out.stages, registry.EXTRACT,
-                        lambda: extract(name, root, split, cfg, cache_root, log=log, progress_console=console),
+                        lambda: extract(cfg, cache_root, dataset=name, root=root, split=split, log=log,
+                                        console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = result.run  # each stage gets the Run the previous one made, not a path to look up again
@@ -150,7 +151,7 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
     def lstm_on(cubes_run, label: str):
         return timed(out.stages, label,
                      lambda: train_lstm(lstm_cfg, lstm_tcfg, cache_root, dataset=name, split=split, cubes=cubes_run,
-                                        log=log, console=console),
+                                        log=log, console=console).run,
                      lambda r: f"{lstm_cfg.fusion} fusion", lambda r: r.path)
 
     if registry.TRAIN_3D in stages:
@@ -164,12 +165,12 @@ def run_video(dataset: str, root: Path | None, split: int, cache_root: Path, *, 
                 attention = lstm_on(cubes, f"train-lstm (attention for round {r})")
             label = registry.TRAIN_3D if r == 0 else f"train-3d (round {r}, attention-regularized)"
             init = previous if (r > 0 and run_cfg.warm_start) else None
-            three_d, cubes_run = timed(out.stages, label,
-                                       lambda att=attention, init=init: train_3d(
-                                           cfg, tcfg, cache_root, dataset=name, split=split, features=features,
-                                           attention_from=att, init_from=init, log=log, console=console),
-                                       lambda r_: f"cubes {r_[1].short}", lambda r_: r_[0].path)
-            previous, cubes = three_d, cubes_run
+            made = timed(out.stages, label,
+                         lambda att=attention, init=init: train_3d(
+                             cfg, tcfg, cache_root, dataset=name, split=split, features=features,
+                             attention_from=att, init_from=init, log=log, console=console),
+                         lambda r_: f"cubes {r_.products[registry.CUBES].short}", lambda r_: r_.run.path)
+            previous, cubes = made.run, made.products[registry.CUBES]
     if registry.TRAIN_LSTM in stages:
         lstm = lstm_on(cubes, registry.TRAIN_LSTM)
     if registry.EVALUATE in stages:
@@ -201,7 +202,7 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
         cfg = resolve(ExtractConfig, preset.get(registry.EXTRACT, {}), overrides.get(registry.EXTRACT, {}),
                       source=str(source or "options"))
         result = timed(out.stages, "extract (images)",
-                        lambda: extract(name, root, 1, cfg, cache_root, log=log, progress_console=console),
+                        lambda: extract(cfg, cache_root, dataset=name, root=root, split=1, log=log, console=console),
                         lambda r: f"{r.extracted} extracted, {r.cached} cached, {len(r.failed)} failed",
                         lambda r: r.run.path)
         features = result.run
@@ -209,7 +210,7 @@ def run_images(dataset: str, root: Path, cache_root: Path, *, stages: Sequence[s
         cfg, tcfg = _configs(name, registry.TRAIN_GAP, TrainGAPConfig, config, overrides.get(registry.TRAIN_GAP, {}))
         gap = timed(out.stages, registry.TRAIN_GAP,
                      lambda: train_gap(cfg, tcfg, cache_root, dataset=name, features=features, log=log,
-                                       console=console),
+                                       console=console).run,
                      lambda r: f"head {cfg.head}{' + pose' if cfg.pose else ''}", lambda r: r.path)
     if registry.EVALUATE in stages and gap is not None:
         out.summary, out.over_splits, out.report = _evaluate(out.stages, gap, formats, render, log)

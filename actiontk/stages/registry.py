@@ -7,6 +7,24 @@ serves videos or images, how a run of it is complete, and the function that runs
 ``evaluate``, the config checker and the upstream-run finder loop over :data:`STAGES` instead of keeping lists
 of their own.
 
+Every entry point is called the same way::
+
+    entry([cfg, [tcfg,]] cache_root, *, [dataset=None, split=None,] <its inputs>, log=print, console=None)
+
+- ``cfg`` is the stage's config (an instance of its ``config`` class), first, when the record names one;
+  ``tcfg`` (:class:`actiontk.train.engine.TrainConfig`) follows it when the stage ``trains``; ``cache_root`` is
+  the last positional parameter. A stage without options of its own (cubes, evaluate) starts at ``cache_root``.
+- Everything else is keyword-only: ``dataset`` and ``split`` where the stage picks its upstream runs by them
+  (``None``: the newest complete one), then its inputs (an upstream run as a ``Run`` or its name, a folder,
+  flags), then ``log`` (one line per message) and ``console`` (a rich Console for progress displays; ``None``:
+  the stage's default).
+- It returns a result object with a ``run`` field: the run it made (:class:`StageOutput` for the training
+  stages and cubes, with train-3d's cubes run in ``products``; :class:`~actiontk.stages.extract.ExtractResult`
+  for extract, with its counts). Evaluate's :class:`~actiontk.stages.evaluate.Evaluation` is the one whose
+  ``run`` is what it read (the training run evaluated, as the reports show it); the run it made is ``out``.
+
+``tests/test_stages_registry.py`` checks every registered entry point against this, so a new stage cannot drift.
+
 Importing this module is cheap: the stage modules (which import torch) are imported only when a record's
 schema, config class or entry point is asked for.
 """
@@ -15,7 +33,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actiontk.errors import UserError
@@ -25,6 +43,14 @@ if TYPE_CHECKING:
 
 EXTRACT, TRAIN_3D, CUBES, TRAIN_LSTM, TRAIN_GAP = "extract", "train-3d", "cubes", "train-lstm", "train-gap"
 EVALUATE = "evaluate"
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a training stage's (and the cubes stage's) entry point returns (see the module docstring)."""
+
+    run: Run  # the run it made (or found complete)
+    products: dict[str, Run] = field(default_factory=dict)  # further runs it made, by stage: train-3d's cubes
 
 
 @dataclass(frozen=True)

@@ -110,8 +110,9 @@ def extract_complete(run: Run) -> bool:
 def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
              features: str | Run | None = None, attention_from: str | Run | None = None,
              init_from: str | Run | None = None,
-             resume: bool = True, log: Callable[[str], None] = print, console=None) -> tuple[Run, Run]:
-    """Train (or resume) and write the cubes; returns (train-3d run, cubes run).
+             resume: bool = True, log: Callable[[str], None] = print, console=None) -> registry.StageOutput:
+    """Train (or resume) and write the cubes; returns the train-3d run, with its cubes run in
+    ``products[CUBES]`` (:func:`cubes_run_of` finds it from the train-3d run alone).
 
     ``init_from`` (a complete train-3d run of the same levels and widths) starts from that run's final weights
     instead of a fresh initialization: the pipeline's regularized round continues the previous round's convnet.
@@ -151,7 +152,7 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
                                                                                                   done).path):
         run = open_run(cache_root, STAGE, SCHEMA, key_cfg, **run_args)  # held, as every run a stage reads
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
-        return run, cubes_run_of(cache_root, run)
+        return registry.StageOutput(run, {CUBES: cubes_run_of(cache_root, run)})
     seed_everything(tcfg.seed)  # same config, same initial weights
     shapes = reader.layers()
     model = build_model(cfg, {layer: shapes[layer] for layer in layers}, len(classes))
@@ -177,12 +178,13 @@ def train_3d(cfg: Train3DConfig, tcfg, cache_root: Path, *, dataset: str | None 
     trainer = Trainer(model, train_set=train_set, val_set=val_set, collate=collate_clips, cfg=tcfg,
                       run_dir=run.path, step=_step(cfg, att_reader is not None), console=console)
     history = trainer.fit(resume=resume)
-    cubes = write_cubes(model, reader, train_videos + test_videos, run, cache_root, device=trainer.device,
-                        log=log, is_main=trainer.is_main, temporal_center=cfg.temporal_center)
+    cubes = write_cubes(cache_root, train_run=run, model=model, reader=reader, videos=train_videos + test_videos,
+                        device=trainer.device, is_main=trainer.is_main, temporal_center=cfg.temporal_center,
+                        log=log, console=trainer.console).run
     if trainer.is_main:
         last = history[-1] if history else {}
         lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": last, "cubes": str(cubes.path)})
-    return run, cubes
+    return registry.StageOutput(run, {CUBES: cubes})
 
 
 def load_weights(model, init_run: Run, log: Callable[[str], None]) -> None:
@@ -261,13 +263,16 @@ def _step(cfg: Train3DConfig, with_attention: bool):
     return step
 
 
-def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]], train_run: Run, cache_root: Path,
-                *, device, log: Callable[[str], None], is_main: bool, temporal_center: bool = False) -> Run:
-    """The 3D-conv outputs of every video, as a feature run keyed by the train-3d run (resumable).
+def write_cubes(cache_root: Path, *, train_run: Run, model, reader: store.FeatureReader,
+                videos: list[tuple[str, int]], device, is_main: bool, temporal_center: bool = False,
+                log: Callable[[str], None] = print, console=None) -> registry.StageOutput:
+    """The 3D-conv outputs of ``videos`` (read from ``reader``) by ``model``, the convnet of ``train_run``, as a
+    feature run keyed by that run (resumable); ``console`` shows a progress bar (None: none).
 
     With ``temporal_center`` each video's temporal mean is subtracted first, as :class:`ClipDataset` did in
     training."""
     import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from actiontk.runtime import dist_info
 
@@ -286,7 +291,7 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
     todo = [v for v in sorted(videos) if v[0] not in done.videos][rank::world]
     barrier()  # every rank has read the same index before any rank adds to it (else a partition would shift)
 
-    def finish() -> Run:
+    def finish() -> registry.StageOutput:
         barrier()  # every rank's shards are closed
         if is_main:
             missing = [rel for rel, _ in videos if rel not in store.load_index(cubes_run.path).videos]
@@ -294,7 +299,7 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
                 raise RuntimeError(f"{len(missing)} videos have no cubes after writing (first: {missing[0]})")
             store.write_manifest(cubes_run.path)
             lifecycle.mark_complete(cubes_run, {"videos": len(videos)})
-        return cubes_run
+        return registry.StageOutput(cubes_run)
 
     if not todo:
         return finish()
@@ -304,8 +309,11 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
     net = model.module if hasattr(model, "module") else model
     net.eval()
     log(f"writing cubes of {len(todo)} videos into {cubes_run.path}")
+    progress = Progress(TextColumn(CUBES), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True, disable=console is None or not is_main)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), progress:
+            task = progress.add_task(CUBES, total=len(todo))
             for rel, label in todo:
                 slot = writer.start(rel, label=label, fingerprint=reader.index.videos[rel].get("fingerprint"))
                 maps = {}
@@ -316,6 +324,7 @@ def write_cubes(model, reader: store.FeatureReader, videos: list[tuple[str, int]
                     maps[layer] = level.cubes_chunked(x)[0].to(torch.float16).cpu().numpy()  # (T, 256, H, W)
                 slot.append(maps)
                 slot.finish()
+                progress.advance(task)
         writer.close()
     except BaseException:
         writer.abort()

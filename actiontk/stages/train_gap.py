@@ -160,7 +160,7 @@ def _not_images(run: Run) -> UserError | None:
 
 def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | None = None, root: Path | None = None,
               features: str | Run | None = None, resume: bool = True, log: Callable[[str], None] = print,
-              console=None) -> Run:
+              console=None) -> registry.StageOutput:
     from actiontk.models.backbones import BACKBONES, layer_map_size
     from actiontk.models.gap import fit_standardization
     from actiontk.train.engine import Trainer, seed_everything
@@ -189,7 +189,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
                    inputs={"dataset": name, "root": data_root, "split": 1})
     if lifecycle.is_complete(run):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
-        return run
+        return registry.StageOutput(run)
 
     if cfg.finetune:
         classes, train_items, test_items = load_items(name, data_root, need_pose=cfg.pose, log=log)
@@ -240,7 +240,7 @@ def train_gap(cfg: TrainGAPConfig, tcfg, cache_root: Path, *, dataset: str | Non
         summary = write_predictions(model, cfg, classes, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
         lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
-    return run
+    return registry.StageOutput(run)
 
 
 def _step(cfg: TrainGAPConfig):

@@ -94,7 +94,7 @@ def build_model(config: JointLSTMConfig | Mapping[str, Any], shapes: Mapping[str
 
 def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | None = None, split: int | None = None,
                cubes: str | Run | None = None, features: str | Run | None = None, resume: bool = True,
-               log: Callable[[str], None] = print, console=None) -> Run:
+               log: Callable[[str], None] = print, console=None) -> registry.StageOutput:
     """Train (or resume) and write the predictions. ``features`` (an extract run) instead of ``cubes`` feeds the
     per-frame maps straight to the LSTM (the paper's "no temporal convnet" ablation)."""
     from actiontk.data.clips import ClipDataset, collate_clips
@@ -120,7 +120,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
                    upstream={source: up.key}, inputs={"dataset": name, "root": root, "split": split})
     if lifecycle.is_complete(run):
         log(f"{run.short} is already complete (same config and inputs): nothing to do")
-        return run
+        return registry.StageOutput(run)
     seed_everything(tcfg.seed)  # same config, same initial weights
     model = build_model(cfg, {lv: shapes[lv] for lv in levels}, len(classes))
     train_set = ClipDataset(reader, train_videos, levels, clip_len=cfg.clip_len, clip_stride=cfg.clip_stride)
@@ -138,7 +138,7 @@ def train_lstm(cfg: TrainLSTMConfig, tcfg, cache_root: Path, *, dataset: str | N
         summary = write_predictions(model, cfg, levels, classes, train_set, test_set, run, device=trainer.device,
                                     batch_size=tcfg.batch_size, log=log)
         lifecycle.mark_complete(run, {"epochs": tcfg.epochs, "last": history[-1] if history else {}, **summary})
-    return run
+    return registry.StageOutput(run)
 
 
 def _inputs(batch: dict[str, Any], levels: list[str]):
