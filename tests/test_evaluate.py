@@ -47,8 +47,8 @@ def trained(toy_root: Path, tmp_path_factory) -> Path:
     from actiontk.stages.extract import ExtractConfig, extract
 
     cache = tmp_path_factory.mktemp("cache")
-    extract("toy", toy_root, 1, ExtractConfig(size=32, weights="none", batch_size=16, workers=1), cache,
-            log=lambda m: None)
+    extract(ExtractConfig(size=32, weights="none", batch_size=16, workers=1), cache, dataset="toy", root=toy_root,
+            split=1, log=lambda m: None)
     assert cli_run(["train-3d", "--cache", str(cache), *FAST]) == 0
     assert cli_run(["train-lstm", "--cache", str(cache), *FAST, "--last", "2", "--hidden", "16", "--layers", "2"]) == 0
     return cache
@@ -423,3 +423,22 @@ def test_an_evaluate_run_is_listed_and_goes_stale_with_its_training_run(tmp_path
     shutil.rmtree(run.path)
     st = {s.run.stage: s for s in inspect_runs(tmp_path / "cache")}["evaluate"]
     assert st.state == "stale" and "is gone from the cache" in st.why[0] and st.removable
+
+
+def test_the_entry_point_picks_by_dataset_and_split_or_takes_a_run(trained: Path):
+    import io
+
+    from rich.console import Console
+
+    from actiontk.errors import UserError
+    from actiontk.stages.evaluate import evaluate, find_run
+
+    lstm = find_run(trained, None, log=lambda m: None)
+    messages: list[str] = []
+    ev = evaluate(trained, dataset="TOY", split=1, log=messages.append, console=Console(file=io.StringIO()))
+    assert ev.run.path == lstm.path and ev.out.stage == "evaluate" and "evaluating the newest" in messages[0]
+    assert evaluate(trained, trained=lstm, log=lambda m: None).out.path == ev.out.path  # a Run, as its name
+    with pytest.raises(UserError, match="no finished training run of toy split 2 with predictions"):
+        evaluate(trained, dataset="toy", split=2, log=lambda m: None)
+    with pytest.raises(UserError, match="no finished training run of hmdb51 with predictions"):
+        evaluate(trained, dataset="hmdb51", log=lambda m: None)

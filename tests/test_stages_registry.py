@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -28,6 +29,28 @@ def test_every_record_agrees_with_its_module():
                          ("train_gap", "train-gap")):
         stage_name = importlib.import_module(f"actiontk.stages.{module}").STAGE
         assert stage_name == name
+
+
+def test_every_entry_point_follows_the_calling_convention():
+    """``entry([cfg, [tcfg,]] cache_root, *, [dataset=None, split=None,] <inputs>, log=print, console=None)``,
+    returning a result dataclass with a ``run`` field (the registry module's docstring)."""
+    for name, stage in registry.STAGES.items():
+        fn = stage.run_fn
+        params = list(inspect.signature(fn).parameters.values())
+        positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        expected = ["cfg"] * (stage.config is not None) + ["tcfg"] * stage.trains + ["cache_root"]
+        assert positional == expected, (name, positional)
+        assert params[:len(expected)] == [p for p in params if p.kind != p.KEYWORD_ONLY], name  # no *args, **kw
+        keyword = {p.name: p for p in params if p.kind == p.KEYWORD_ONLY}
+        assert list(keyword)[-2:] == ["log", "console"], (name, list(keyword))
+        assert keyword["log"].default is print and keyword["console"].default is None, name
+        by = [k for k in keyword if k in ("dataset", "split")]  # where the stage picks its upstream runs by them
+        assert by == list(keyword)[:len(by)], (name, "dataset and split come first")
+        assert all(keyword[k].default in (None, inspect.Parameter.empty) for k in by), name
+        module = importlib.import_module(stage.module)
+        returned = eval(inspect.signature(fn).return_annotation, vars(module))  # the annotation's text, resolved
+        assert dataclasses.is_dataclass(returned), (name, returned)
+        assert "run" in {f.name for f in dataclasses.fields(returned)}, (name, returned)
 
 
 def test_the_toolkit_reads_its_lists_from_the_registry():
