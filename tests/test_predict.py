@@ -230,7 +230,9 @@ def test_nothing_usable_and_bad_usage_are_one_line_errors(cache, tmp_path, capsy
     for args, what in (([str(empty)], "nothing to predict"), ([str(tmp_path / "missing.mp4")], "no such file"),
                        ([], "no input given"), (["train-lstm/ffff0000", str(empty)], "no train-lstm or train-gap run"),
                        ([str(cache["gap"].path), *map(str, list(_paths(cache["lstm"]).values())[:1])],
-                        "nothing to predict")):
+                        "nothing to predict"),
+                       ([*map(str, list(_paths(cache["lstm"]).values())[:1]), "--out", str(empty / "a.txt")],
+                        "is a file (give a folder for the predictions and overlays)")):
         code = cli(["predict", *args, "--cache", str(cache["root"])])
         err = capsys.readouterr().err
         assert code == 2, (args, err)

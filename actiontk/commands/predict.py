@@ -67,16 +67,6 @@ def _safe_name(i: int, path: Path) -> str:
     return f"{i:03d}-{stem[:60]}"
 
 
-def _out_dir(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file", "give a folder for the predictions and overlays")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the folder {out}: {e.strerror}", "give another --out") from None
-    return out
-
-
 def _table(result, k: int) -> Table:
     table = Table()
     table.add_column("class", overflow="fold")
@@ -126,7 +116,11 @@ def run_predict(items: list[str], *, top_k: int, as_json: bool, out: Path | None
         raise UserError(f"nothing to predict in {where}: no {kind} among {len(files)} file(s) ({run.short} predicts "
                         f"{kind}s)", f"give {kind} files, or name a {'train-gap' if kind == 'video' else 'train-lstm'} "
                                      "run for the others")
-    out_dir = _out_dir(out.expanduser()) if out is not None else (_out_dir(DEFAULT_OUT) if overlay else None)
+    from actiontk.report import out_dir as make_out_dir
+
+    holds = "the predictions and overlays"
+    out_dir = make_out_dir(out.expanduser(), holds) if out is not None else \
+        (make_out_dir(DEFAULT_OUT, holds) if overlay else None)
 
     def log(message: str) -> None:
         console.print(escape(message))

@@ -266,13 +266,15 @@ def _environment(markdown: bool):
     return env
 
 
-def _out_dir(out: Path) -> Path:
+def out_dir(out: Path, holds: str = "the reports") -> Path:
+    """The ``--out`` folder, made if missing; a file in its place, or a folder that cannot be made, is a
+    one-line error (``holds`` says what the folder is for)."""
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file", "give a folder for the reports")
+        raise UserError(f"--out {out} is a file", f"give a folder for {holds}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create the report folder {out}: {e.strerror}", "give another --out") from None
+        raise UserError(f"cannot create the folder {out} for {holds}: {e.strerror}", "give another --out") from None
     return out
 
 
@@ -295,7 +297,7 @@ def write_html(data: ReportData, out: Path) -> Path:
     """``out/report.html``, one self-contained file."""
     from actiontk.cache.runs import atomic_write_text
 
-    path = _out_dir(out) / "report.html"
+    path = out_dir(out) / "report.html"
     atomic_write_text(path, render_html(data))
     return path
 
@@ -305,7 +307,7 @@ def write_markdown(data: ReportData, out: Path) -> Path:
     from actiontk.cache.runs import atomic_write_bytes, atomic_write_text
     from actiontk.report import figures
 
-    out = _out_dir(out)
+    out = out_dir(out)
     m = data.ev.metrics
     atomic_write_bytes(out / "confusion.png", figures.confusion_png(np.asarray(m["confusion"]), m["classes"]))
     curves = None
