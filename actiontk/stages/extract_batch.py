@@ -93,6 +93,14 @@ class Batcher:
             x = _reorder(torch, x, parts, order)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        pool = None if self.grid is None else \
+            (lambda m: torch.nn.functional.adaptive_avg_pool2d(m, self.grid))
+        return self.forward_maps(x, pool)
+
+    def forward_maps(self, x, pool=None) -> dict[str, np.ndarray]:
+        """The backbone on the batch ``x`` (under the run's precision), each level pooled by ``pool`` when given,
+        as float16 arrays, the cache's storage type; a value float16 cannot hold is a one-line error."""
+        torch = self.torch
         with torch.inference_mode():
             ctx = torch.autocast(*self.autocast) if self.autocast else contextlib.nullcontext()
             with ctx:
@@ -100,15 +108,15 @@ class Batcher:
             result = {}
             for layer, m in maps.items():
                 m = m.float()
-                if self.grid is not None:
-                    m = torch.nn.functional.adaptive_avg_pool2d(m, self.grid)
+                if pool is not None:
+                    m = pool(m)
                 half = m.to(torch.float16)
                 if not bool(torch.isfinite(half).all()):
                     biggest = float(m.abs().max())
                     raise UserError(f"{layer} features do not fit in float16 (largest magnitude {biggest:.3g}, "
                                     "the cache's storage type): the weights give values out of range",
                                     "check the --weights file; the shards finished so far are kept")
-                result[layer] = half.contiguous().cpu().numpy()  # (B, C, h, w)
+                result[layer] = half.contiguous().cpu().numpy()  # (B, C, h, w), or (B, C, t, h, w) for clips
         return result
 
 

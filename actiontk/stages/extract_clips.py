@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from actiontk.errors import UserError
 from actiontk.stages.extract_batch import Batcher
 
 
@@ -56,9 +55,6 @@ class ClipBatcher(Batcher):
         for d in (self.buffers, self.starts, self.clips):
             d.pop(vid, None)
 
-    def has_pending(self, vid: int) -> bool:
-        return super().has_pending(vid)
-
     def compute(self, parts: list[tuple[int, np.ndarray]]) -> dict[str, np.ndarray]:
         torch = self.torch
         batches = []
@@ -67,22 +63,7 @@ class ClipBatcher(Batcher):
             if self.device.type == "cuda":
                 x = x.pin_memory().to(self.device, non_blocking=True)
             batches.append(self.transform(x.permute(0, 1, 4, 2, 3)))  # (n, T, 3, H, W) -> (n, 3, T, S, S)
-        x = torch.cat(batches) if len(batches) > 1 else batches[0]
-        import contextlib
-
-        with torch.inference_mode():
-            ctx = torch.autocast(*self.autocast) if self.autocast else contextlib.nullcontext()
-            with ctx:
-                maps = self.model(x)
-            result = {}
-            for layer, m in maps.items():
-                m = m.float()  # (B, C, t, h, w)
-                if self.grid is not None:
-                    m = torch.nn.functional.adaptive_avg_pool3d(m, (m.shape[2], self.grid, self.grid))
-                half = m.to(torch.float16)
-                if not bool(torch.isfinite(half).all()):
-                    raise UserError(f"{layer} features do not fit in float16 (largest magnitude "
-                                    f"{float(m.abs().max()):.3g}, the cache's storage type): the weights give values "
-                                    "out of range", "check the --weights file; the shards finished so far are kept")
-                result[layer] = half.contiguous().cpu().numpy()
-        return result
+        x = torch.cat(batches) if len(batches) > 1 else batches[0]  # (B, C, t, h, w) maps out
+        pool = None if self.grid is None else \
+            (lambda m: torch.nn.functional.adaptive_avg_pool3d(m, (m.shape[2], self.grid, self.grid)))
+        return self.forward_maps(x, pool)
