@@ -172,7 +172,7 @@ def test_extract_options_reach_the_config(capture, tmp_path):
     assert run(["extract", "toy", "--root", str(tmp_path), "--cache", str(tmp_path), "--layers", "pool4",
                 "--layers", "pool5", "--grid", "3", "--frame-stride", "2", "--timeout", "9.5", "--backbone",
                 "vgg16"]) == 0
-    cfg = seen["args"][3]
+    cfg = seen["args"][0]
     assert (cfg.layers, cfg.grid, cfg.frame_stride, cfg.timeout) == (["pool4", "pool5"], 3, 2, 9.5)
 
 
