@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -373,6 +374,9 @@ def test_status_is_readable_at_80_columns_and_piped(tmp_path: Path, root: Path, 
     for line in lines[1:]:  # the title is the cache's path, which may be longer than any terminal
         assert len(line) <= width or len(line.split()) == 1, line  # only a single unbreakable token may overflow
     assert all(line == line.rstrip() for line in lines)  # nothing padded for a pipe
+    for line in lines[1:]:  # an age or a size is never split from its unit ("1" / "min ago" on the next line)
+        assert not re.match(r"\s*(s|min|h|days?)? ?ago\b|\s*(B|KiB|MiB|GiB|TiB)\b", line), (line, text)
+        assert "\u00a0" not in line
     words = set(text.split())
     for st in statuses:
         assert st.run.short in words

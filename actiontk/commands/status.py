@@ -78,6 +78,13 @@ def show_status(cache: Path | None, *, gc: bool = False, yes: bool = False, as_j
 WIDE = 140  # columns from which the runs are a table; narrower terminals and pipes get one block per run
 
 
+NBSP = "\u00a0"  # textwrap does not break here: it joins the words of one value while a block is wrapped
+
+
+def _unit(value: str) -> str:
+    return value.replace(" ", NBSP)
+
+
 def print_runs(console: Console, statuses: list[RunStatus], *, title: str) -> None:
     """The runs as a table on a wide terminal, else one block each that wraps between words, never inside one:
 
@@ -108,8 +115,10 @@ def print_runs(console: Console, statuses: list[RunStatus], *, title: str) -> No
     for st in statuses:
         state = st.state + (f", {st.failed} failed" if st.state == "complete" and st.failed else "") \
             + (" (in use)" if st.in_use and st.state != "running" else "")
-        fields = (st.run.short, state, st.progress, human_bytes(st.size), human_age(age_s(st, now)))
-        head = Text(wrapped("  ".join(x for x in fields if x), ""))
+        # each value stays on one line ("1 min ago", "4.1 MiB"); a progress text may break after its commas
+        fields = (st.run.short, _unit(state), ", ".join(map(_unit, st.progress.split(", "))) if st.progress else "",
+                  _unit(human_bytes(st.size)), _unit(human_age(age_s(st, now))))
+        head = Text(wrapped("  ".join(x for x in fields if x), "").replace(NBSP, " "))
         head.stylize("bold", 0, len(st.run.short))
         head.stylize(STYLES[st.state], len(st.run.short) + 2, len(st.run.short) + 2 + len(state))
         console.print(head, soft_wrap=True)
