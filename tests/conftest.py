@@ -98,6 +98,31 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def own_shape_cache(tmp_path_factory):
+    """A backbone shape cache (ACTIONTK_SHAPES_DIR) of the module's own, so no dry run is read from, or left in,
+    the user's cache folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ACTIONTK_SHAPES_DIR", str(tmp_path_factory.mktemp("shapes")))
+    yield
+    mp.undo()
+
+
+def train_tiny_video(cache: Path, clip: dict, log):
+    """A one-epoch train-3d and joint LSTM (widths of 8) on the newest toy extract run in ``cache``: the smallest
+    video model that goes through the real stages. Returns (cubes run, train-lstm run)."""
+    from actiontk.stages.common import resolve_stage_configs
+    from actiontk.stages.train_3d import Train3DConfig, train_3d
+    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
+
+    cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
+                                     {"epochs": 1, "channels": 8, "hidden": 8, **clip})
+    cubes = train_3d(cfg3, t3, cache, dataset="toy", split=1, log=log).products["cubes"]
+    cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
+                                     {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **clip})
+    return cubes, train_lstm(cfgl, tl, cache, dataset="toy", split=1, cubes=cubes, log=log).run
+
+
 def max_diff(a, b) -> float:
     """Largest absolute difference of two tensors of the same shape (printed by failing comparisons)."""
     assert a.shape == b.shape, f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"

@@ -24,15 +24,7 @@ MODELS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ACTIONTK_SHAPES_DIR", str(tmp_path_factory.mktemp("shapes")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_shape_cache")
 
 
 def reference(name: str, state: dict, layers: list[str], kind: str, x: torch.Tensor, frames: int) -> dict:

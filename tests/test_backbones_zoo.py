@@ -22,6 +22,7 @@ from actiontk.models.backbones import (
     min_size,
     validate,
 )
+from tests.conftest import train_tiny_video
 
 SIZE = 64
 # one small model per family: (name, layers, the reference's conversion of each raw node output to (B, C, h, w))
@@ -35,16 +36,7 @@ FAMILIES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated(tmp_path_factory):
-    """One thread (tiny tensors on a shared machine), and a shape cache of this module's own."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ACTIONTK_SHAPES_DIR", str(tmp_path_factory.mktemp("shapes")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_shape_cache")
 
 
 def reference_maps(name: str, body_state: dict, layers: list[str], kind: str, x: torch.Tensor) -> dict:
@@ -249,11 +241,8 @@ def test_extract_stores_the_models_maps(tmp_path: Path):
 def test_joint_lstm_on_two_convnext_stages(tmp_path: Path):
     """A toy video set through `extract` with two ConvNeXt stages, then train-3d (one deeply supervised 3D convnet per
     level) and the joint LSTM: channels and map sizes come from the extract run, no code knows ConvNeXt."""
-    from actiontk.stages.common import resolve_stage_configs
     from actiontk.datasets.toy import ToyConfig, generate_toy
     from actiontk.stages.extract import ExtractConfig, extract
-    from actiontk.stages.train_3d import Train3DConfig, train_3d
-    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
 
     quiet = lambda m: None  # noqa: E731
     generate_toy(tmp_path / "toy", ToyConfig(seed=0, classes=6, groups=3, clips=1, frames=10, size=32), workers=1)
@@ -265,12 +254,6 @@ def test_joint_lstm_on_two_convnext_stages(tmp_path: Path):
     from actiontk.cache.features import FeatureReader
 
     assert FeatureReader(ex.run.path).layers() == {"features.1": (96, 4, 4), "features.3": (192, 4, 4)}
-    clip = {"clip_len": 6, "clip_stride": 4}
-    cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
-                                     {"epochs": 1, "channels": 8, "hidden": 8, **clip})
-    cubes = train_3d(cfg3, t3, cache, dataset="toy", split=1, log=quiet).products["cubes"]
-    cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
-                                     {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **clip})
-    lstm = train_lstm(cfgl, tl, cache, dataset="toy", split=1, cubes=cubes, log=quiet).run
+    _, lstm = train_tiny_video(cache, {"clip_len": 6, "clip_stride": 4}, quiet)
     scores = np.load(lstm.path / "predictions.npz")
     assert any(k.endswith("scores") for k in scores.files)

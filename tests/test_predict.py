@@ -18,6 +18,7 @@ import pytest
 from actiontk.cache.runs import list_runs
 from actiontk.cli import run as cli
 from actiontk.errors import UserError
+from tests.conftest import train_tiny_video
 
 CLIP = {"clip_len": 6, "clip_stride": 4}
 # one torch thread: the tiny models gain nothing from more, and a busy machine makes every parallel region wait
@@ -32,9 +33,7 @@ def cache(tmp_path_factory) -> dict:
     from actiontk.datasets.toy_mpii import ToyMPIIConfig, generate_toy_mpii
     from actiontk.stages.common import resolve_stage_configs
     from actiontk.stages.extract import ExtractConfig, extract
-    from actiontk.stages.train_3d import Train3DConfig, train_3d
     from actiontk.stages.train_gap import TrainGAPConfig, train_gap
-    from actiontk.stages.train_lstm import TrainLSTMConfig, train_lstm
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -47,12 +46,7 @@ def cache(tmp_path_factory) -> dict:
     try:
         extract(ExtractConfig(backbone="vgg16", layers=["pool4", "conv5_3"], size=32, weights="none", workers=1),
                 root, dataset="toy", root=work / "toy", split=1, log=quiet)
-        cfg3, t3 = resolve_stage_configs("toy", "train-3d", Train3DConfig, None,
-                                         {"epochs": 1, "channels": 8, "hidden": 8, **CLIP})
-        cubes = train_3d(cfg3, t3, root, dataset="toy", split=1, log=quiet).products["cubes"]
-        cfgl, tl = resolve_stage_configs("toy", "train-lstm", TrainLSTMConfig, None,
-                                         {"epochs": 1, "hidden": 8, "layers": 2, "last": 3, **CLIP})
-        lstm = train_lstm(cfgl, tl, root, dataset="toy", split=1, cubes=cubes, log=quiet).run
+        _, lstm = train_tiny_video(root, CLIP, quiet)
         ex = extract(ExtractConfig(backbone="resnet18", layers=["layer4"], size=64, weights="none", workers=1),
                      root, dataset="toy-mpii", root=work / "toy-mpii", split=1, log=quiet)
         cfgg, tg = resolve_stage_configs("toy-mpii", "train-gap", TrainGAPConfig, None,
